@@ -1,0 +1,101 @@
+"""Named personas, so access tests read like sentences.
+
+``manufacturer`` makes vaccines; ``competitor`` is another manufacturer;
+``carrier`` and ``carrier2`` are logistics providers; ``pharmacy`` dispenses;
+``regulator`` reads everything; ``anonymous`` is a consumer with no login.
+Each persona is a user (role: operator) of its own organisation with one site.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from tests.factories import MembershipFactory, OrganisationFactory, SiteFactory
+from traceability.models import Membership, Organisation, Site
+
+Kind = Organisation.Kind
+PERSONAS = {
+    "manufacturer": Kind.MANUFACTURER,
+    "competitor": Kind.MANUFACTURER,
+    "carrier": Kind.LOGISTICS,
+    "carrier2": Kind.LOGISTICS,
+    "pharmacy": Kind.DISPENSER,
+    "regulator": Kind.REGULATOR,
+}
+
+
+@dataclass
+class Persona:
+    name: str
+    user: AbstractBaseUser
+    organisation: Organisation
+    site: Site
+
+    def client(self) -> APIClient:
+        client = APIClient()
+        client.force_authenticate(self.user)
+        return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Throttle counters live in the cache; each test starts with none."""
+    cache.clear()
+
+
+def make_persona(name: str, kind: str, role: str = Membership.Role.OPERATOR) -> Persona:
+    organisation = OrganisationFactory(name=name.title(), kind=kind)
+    membership = MembershipFactory(organisation=organisation, role=role, user__username=name)
+    site = SiteFactory(organisation=organisation, name=f"{name.title()} site")
+    return Persona(name, membership.user, organisation, site)
+
+
+@pytest.fixture
+def personas(db: None) -> dict[str, Persona]:
+    return {name: make_persona(name, kind) for name, kind in PERSONAS.items()}
+
+
+@pytest.fixture
+def manufacturer(personas: dict[str, Persona]) -> Persona:
+    return personas["manufacturer"]
+
+
+@pytest.fixture
+def competitor(personas: dict[str, Persona]) -> Persona:
+    return personas["competitor"]
+
+
+@pytest.fixture
+def carrier(personas: dict[str, Persona]) -> Persona:
+    return personas["carrier"]
+
+
+@pytest.fixture
+def carrier2(personas: dict[str, Persona]) -> Persona:
+    return personas["carrier2"]
+
+
+@pytest.fixture
+def pharmacy(personas: dict[str, Persona]) -> Persona:
+    return personas["pharmacy"]
+
+
+@pytest.fixture
+def regulator(personas: dict[str, Persona]) -> Persona:
+    return personas["regulator"]
+
+
+@pytest.fixture
+def anonymous() -> APIClient:
+    return APIClient()
+
+
+def require_services() -> bool:
+    """In CI (COLDTRACE_REQUIRE_SERVICES=1) a missing service fails a test instead of skipping it."""
+    return os.environ.get("COLDTRACE_REQUIRE_SERVICES") == "1"

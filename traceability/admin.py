@@ -1,0 +1,97 @@
+"""Admin for staff. Organisations and memberships are managed here; the cold-chain
+records (products, batches, shipments, custody) are read-only, because they
+change only through their services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from traceability.models import (
+    Batch,
+    CustodyEvent,
+    Membership,
+    Organisation,
+    Product,
+    SerialNumber,
+    Shipment,
+    ShipmentItem,
+    Site,
+)
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(admin.ModelAdmin[Organisation]):
+    list_display = ["name", "kind", "gln"]
+    list_filter = ["kind"]
+    search_fields = ["name", "gln"]
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin[Site]):
+    list_display = ["name", "organisation", "gln", "city", "country"]
+    search_fields = ["name", "gln", "organisation__name"]
+    list_select_related = ["organisation"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin[Membership]):
+    list_display = ["user", "organisation", "role"]
+    list_filter = ["role", "organisation__kind"]
+    list_select_related = ["user", "organisation"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Product)
+class ProductAdmin(ReadOnlyAdmin):
+    list_display = ["name", "strength", "gtin", "manufacturer", "storage_profile"]
+    search_fields = ["name", "gtin"]
+    list_select_related = ["manufacturer"]
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdmin):
+    list_display = ["product", "lot", "expires_on", "quantity", "status"]
+    list_filter = ["status"]
+    search_fields = ["lot", "product__gtin"]
+    list_select_related = ["product"]
+
+
+@admin.register(SerialNumber)
+class SerialNumberAdmin(ReadOnlyAdmin):
+    list_display = ["serial", "batch", "status"]
+    search_fields = ["serial"]
+    list_select_related = ["batch__product"]
+
+
+class ShipmentItemInline(admin.TabularInline[ShipmentItem, Shipment]):
+    model = ShipmentItem
+    extra = 0
+    can_delete = False
+
+
+class CustodyEventInline(admin.TabularInline[CustodyEvent, Shipment]):
+    model = CustodyEvent
+    extra = 0
+    can_delete = False
+
+
+@admin.register(Shipment)
+class ShipmentAdmin(ReadOnlyAdmin):
+    list_display = ["reference", "status", "shipper", "carrier", "consignee", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["reference"]
+    list_select_related = ["shipper", "carrier", "consignee"]
+    inlines = [ShipmentItemInline, CustodyEventInline]

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from django.urls import path, register_converter
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from traceability.api import views
+
+
+class ImageFormat:
+    regex = "svg|png"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(ImageFormat, "image")
+
+urlpatterns = [
+    path("auth/token", views.TokenView.as_view(), name="api-token"),
+    path("me", views.MeView.as_view(), name="api-me"),
+    path("organisations/", views.OrganisationList.as_view(), name="api-organisation-list"),
+    path("organisations/<int:pk>/", views.OrganisationDetail.as_view(), name="api-organisation-detail"),
+    path("sites/", views.SiteList.as_view(), name="api-site-list"),
+    path("sites/<int:pk>/", views.SiteDetail.as_view(), name="api-site-detail"),
+    path("products/", views.ProductList.as_view(), name="api-product-list"),
+    path("products/<int:pk>/", views.ProductDetail.as_view(), name="api-product-detail"),
+    path("batches/", views.BatchList.as_view(), name="api-batch-list"),
+    path("batches/<int:pk>/", views.BatchDetail.as_view(), name="api-batch-detail"),
+    path("batches/<int:pk>/serials/", views.BatchSerialList.as_view(), name="api-batch-serials"),
+    path("batches/<int:pk>/qr.<image:image_format>", views.BatchQR.as_view(), name="api-batch-qr"),
+    path(
+        "batches/<int:pk>/serials/<str:serial>/qr.<image:image_format>",
+        views.SerialQR.as_view(),
+        name="api-serial-qr",
+    ),
+    path("shipments/", views.ShipmentList.as_view(), name="api-shipment-list"),
+    path("shipments/<int:pk>/", views.ShipmentDetail.as_view(), name="api-shipment-detail"),
+    path("shipments/<int:pk>/dispatch", views.ShipmentDispatch.as_view(), name="api-shipment-dispatch"),
+    path("shipments/<int:pk>/handover", views.ShipmentHandover.as_view(), name="api-shipment-handover"),
+    path("shipments/<int:pk>/receive", views.ShipmentReceive.as_view(), name="api-shipment-receive"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+]

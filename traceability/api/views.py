@@ -1,0 +1,284 @@
+"""REST API: one view per operation, each one call into a service or selector."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate
+from django.db.models import Count, Prefetch, QuerySet
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from traceability import gs1, qr, selectors, services
+from traceability.api import filters
+from traceability.api import serializers as s
+from traceability.models import Batch, CustodyEvent, Organisation, Product, SerialNumber, Shipment, Site
+
+ERRORS = {
+    400: OpenApiResponse(s.ErrorOut, description="Malformed input: each wrong field with its reason."),
+    401: OpenApiResponse(s.ErrorOut, description="Not signed in."),
+    403: OpenApiResponse(s.ErrorOut, description="Visible to you, but your organisation or role may not do this."),
+    404: OpenApiResponse(s.ErrorOut, description="No such object, or not visible to your organisation."),
+}
+READ_ERRORS = {code: ERRORS[code] for code in (401, 404)}
+
+
+def _organisation(request: Request) -> Organisation:
+    return request.user.membership.organisation  # type: ignore[union-attr]
+
+
+def _organisation_by_gln(field: str, gln: str) -> Organisation:
+    try:
+        return Organisation.objects.get(gln=gln)
+    except Organisation.DoesNotExist:
+        raise ValidationError({field: f"no organisation has GLN {gln!r}."}) from None
+
+
+def _site_by_gln(field: str, gln: str) -> Site:
+    try:
+        return Site.objects.get(gln=gln)
+    except Site.DoesNotExist:
+        raise ValidationError({field: f"no site has GLN {gln!r}."}) from None
+
+
+def _valid(serializer_class: type[s.serializers.Serializer[Any]], request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data  # type: ignore[return-value]
+
+
+# Identity -------------------------------------------------------------------
+
+
+class TokenView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
+    @extend_schema(request=s.TokenIn, responses={200: s.TokenOut, 400: ERRORS[400]}, auth=[])
+    def post(self, request: Request) -> Response:
+        data = _valid(s.TokenIn, request)
+        user = authenticate(request, username=data["username"], password=data["password"])
+        if user is None or not user.is_active:
+            raise ValidationError({"non_field_errors": ["Unable to sign in with these credentials."]})
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
+
+
+class MeView(APIView):
+    @extend_schema(responses={200: s.MeOut, 401: ERRORS[401]})
+    def get(self, request: Request) -> Response:
+        return Response(s.MeOut(request.user).data)
+
+
+# Organisations and sites: a public directory of GS1 identities --------------
+
+
+class OrganisationList(generics.ListAPIView[Organisation]):
+    queryset = Organisation.objects.all()
+    serializer_class = s.OrganisationOut
+    filterset_class = filters.OrganisationFilter
+
+
+class OrganisationDetail(generics.RetrieveAPIView[Organisation]):
+    queryset = Organisation.objects.all()
+    serializer_class = s.OrganisationOut
+
+
+class SiteList(generics.ListAPIView[Site]):
+    queryset = Site.objects.select_related("organisation")
+    serializer_class = s.SiteOut
+    filterset_class = filters.SiteFilter
+
+    @extend_schema(request=s.SiteIn, responses={201: s.SiteOut, **ERRORS})
+    def post(self, request: Request) -> Response:
+        site = services.site_create(actor=request.user, **_valid(s.SiteIn, request))
+        return Response(s.SiteOut(site).data, status=status.HTTP_201_CREATED)
+
+
+class SiteDetail(generics.RetrieveAPIView[Site]):
+    queryset = Site.objects.select_related("organisation")
+    serializer_class = s.SiteOut
+
+
+# Products and batches -------------------------------------------------------
+
+
+class ProductList(generics.ListAPIView[Product]):
+    serializer_class = s.ProductOut
+    filterset_class = filters.ProductFilter
+
+    def get_queryset(self) -> QuerySet[Product]:
+        return selectors.visible_products(_organisation(self.request)).select_related("manufacturer")
+
+    @extend_schema(request=s.ProductIn, responses={201: s.ProductOut, **ERRORS})
+    def post(self, request: Request) -> Response:
+        product = services.product_register(actor=request.user, **_valid(s.ProductIn, request))
+        return Response(s.ProductOut(product).data, status=status.HTTP_201_CREATED)
+
+
+class ProductDetail(generics.RetrieveAPIView[Product]):
+    serializer_class = s.ProductOut
+    get_queryset = ProductList.get_queryset
+
+
+def _batches(request: Request) -> QuerySet[Batch]:
+    return (
+        selectors.visible_batches(_organisation(request))
+        .select_related("product")
+        .annotate(serial_count=Count("serials"))
+    )
+
+
+class BatchList(generics.ListAPIView[Batch]):
+    serializer_class = s.BatchOut
+    filterset_class = filters.BatchFilter
+
+    def get_queryset(self) -> QuerySet[Batch]:
+        return _batches(self.request)
+
+    @extend_schema(request=s.BatchIn, responses={201: s.BatchOut, **ERRORS})
+    def post(self, request: Request) -> Response:
+        data = _valid(s.BatchIn, request)
+        try:
+            gtin = gs1.normalize_gtin(data.pop("gtin"))
+        except gs1.GS1Error as error:
+            raise ValidationError({"gtin": str(error)}) from error
+        product = selectors.visible_products(_organisation(request)).filter(gtin=gtin).first()
+        if product is None:
+            raise ValidationError({"gtin": f"none of your products has GTIN {gtin}."})
+        batch = services.batch_register(actor=request.user, product=product, expires_on=data.pop("expiry"), **data)
+        return Response(s.BatchOut(_batches(request).get(pk=batch.pk)).data, status=status.HTTP_201_CREATED)
+
+
+class BatchDetail(generics.RetrieveAPIView[Batch]):
+    serializer_class = s.BatchOut
+    get_queryset = BatchList.get_queryset
+
+
+class BatchSerialList(generics.ListAPIView[SerialNumber]):
+    serializer_class = s.SerialOut
+    filterset_class = filters.SerialFilter
+
+    def get_queryset(self) -> QuerySet[SerialNumber]:
+        batch = get_object_or_404(_batches(self.request), pk=self.kwargs["pk"])
+        return batch.serials.select_related("batch__product")
+
+
+QR_PARAMETERS = {"responses": {(200, "image/svg+xml"): bytes, (200, "image/png"): bytes, **READ_ERRORS}}
+
+
+def _qr_response(link: str, image_format: str) -> HttpResponse:
+    image, content_type = qr.render(link, image_format)
+    response = HttpResponse(image, content_type=content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+class BatchQR(APIView):
+    @extend_schema(**QR_PARAMETERS)  # type: ignore[arg-type]
+    def get(self, request: Request, pk: int, image_format: str) -> HttpResponse:
+        batch = get_object_or_404(_batches(request), pk=pk)
+        return _qr_response(batch.digital_link(), image_format)
+
+
+class SerialQR(APIView):
+    @extend_schema(**QR_PARAMETERS)  # type: ignore[arg-type]
+    def get(self, request: Request, pk: int, serial: str, image_format: str) -> HttpResponse:
+        batch = get_object_or_404(_batches(request), pk=pk)
+        unit = get_object_or_404(batch.serials, serial=serial)
+        return _qr_response(batch.digital_link(serial=unit.serial), image_format)
+
+
+# Shipments ------------------------------------------------------------------
+
+
+def _shipments(request: Request) -> QuerySet[Shipment]:
+    custody = CustodyEvent.objects.select_related("from_organisation", "to_organisation", "site")
+    return (
+        selectors.visible_shipments(_organisation(request))
+        .select_related("shipper", "carrier", "consignee", "custodian", "origin", "destination", "contract")
+        .prefetch_related("items__batch__product", "contract__rules", Prefetch("custody_events", queryset=custody))
+    )
+
+
+def _shipment_out(request: Request, shipment: Shipment, code: int = status.HTTP_200_OK) -> Response:
+    return Response(s.ShipmentOut(_shipments(request).get(pk=shipment.pk)).data, status=code)
+
+
+class ShipmentList(generics.ListAPIView[Shipment]):
+    serializer_class = s.ShipmentOut
+    filterset_class = filters.ShipmentFilter
+
+    def get_queryset(self) -> QuerySet[Shipment]:
+        return _shipments(self.request)
+
+    @extend_schema(request=s.ShipmentIn, responses={201: s.ShipmentOut, **ERRORS})
+    def post(self, request: Request) -> Response:
+        data = _valid(s.ShipmentIn, request)
+        visible = selectors.visible_batches(_organisation(request)).in_bulk([item["batch"] for item in data["items"]])
+        missing = [item["batch"] for item in data["items"] if item["batch"] not in visible]
+        if missing:
+            raise ValidationError({"items": f"no batch with id {missing[0]} is visible to you."})
+        shipment = services.shipment_create(
+            actor=request.user,
+            carrier=_organisation_by_gln("carrier", data["carrier"]),
+            consignee=_organisation_by_gln("consignee", data["consignee"]),
+            origin=_site_by_gln("origin", data["origin"]),
+            destination=_site_by_gln("destination", data["destination"]),
+            items=[
+                services.ItemSpec(batch=visible[item["batch"]], quantity=item["quantity"]) for item in data["items"]
+            ],
+            logging_interval_seconds=data["logging_interval_seconds"],
+        )
+        return _shipment_out(request, shipment, status.HTTP_201_CREATED)
+
+
+class ShipmentDetail(generics.RetrieveAPIView[Shipment]):
+    serializer_class = s.ShipmentOut
+    get_queryset = ShipmentList.get_queryset
+
+
+class ShipmentDispatch(APIView):
+    @extend_schema(request=s.DispatchIn, responses={200: s.ShipmentOut, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        shipment = get_object_or_404(selectors.visible_shipments(_organisation(request)), pk=pk)
+        data = _valid(s.DispatchIn, request)
+        shipment = services.shipment_dispatch(actor=request.user, shipment=shipment, **data)
+        return _shipment_out(request, shipment)
+
+
+class ShipmentHandover(APIView):
+    @extend_schema(request=s.HandoverIn, responses={200: s.ShipmentOut, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        shipment = get_object_or_404(selectors.visible_shipments(_organisation(request)), pk=pk)
+        data = _valid(s.HandoverIn, request)
+        services.custody_transfer(
+            actor=request.user,
+            shipment=shipment,
+            to_organisation=_organisation_by_gln("to_organisation", data["to_organisation"]),
+            site=_site_by_gln("site", data["site"]) if data["site"] else None,
+            location=data["location"],
+            note=data["note"],
+            occurred_at=data["occurred_at"],
+        )
+        return _shipment_out(request, shipment)
+
+
+class ShipmentReceive(APIView):
+    @extend_schema(request=s.ReceiveIn, responses={200: s.ShipmentOut, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        shipment = get_object_or_404(selectors.visible_shipments(_organisation(request)), pk=pk)
+        data = _valid(s.ReceiveIn, request)
+        shipment = services.shipment_receive(actor=request.user, shipment=shipment, **data)
+        return _shipment_out(request, shipment)

@@ -1,0 +1,398 @@
+"""The cold-chain domain: who, what, and where it went.
+
+Invariants live in database constraints first; rules that span rows live in
+``services.py``. Rows here change only through those services.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from traceability import coldchain, gs1
+
+GLN_REGEX = r"^[0-9]{13}$"
+GTIN14_REGEX = r"^[0-9]{14}$"
+# GS1 AI encodable character set 82, 1 to 20 characters (lots, serials).
+CSET82_REGEX = r"^[-!\"%&'()*+,./0-9:;<=>?A-Z_a-z]{1,20}$"
+
+
+class OrganisationKind(models.TextChoices):
+    MANUFACTURER = "manufacturer", _("Manufacturer")
+    LOGISTICS = "logistics", _("Logistics provider")
+    WHOLESALER = "wholesaler", _("Wholesaler")
+    DISPENSER = "dispenser", _("Dispenser / pharmacy")
+    REGULATOR = "regulator", _("Regulator")
+
+
+class Organisation(models.Model):
+    Kind = OrganisationKind
+
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    gln = models.CharField("GLN", max_length=13, unique=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(gln__regex=GLN_REGEX), name="organisation_gln_13_digits"),
+            models.CheckConstraint(
+                condition=Q(kind__in=[k.value for k in OrganisationKind]), name="organisation_kind_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_regulator(self) -> bool:
+        return self.kind == self.Kind.REGULATOR
+
+
+class Site(models.Model):
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="sites")
+    name = models.CharField(max_length=200)
+    gln = models.CharField("GLN", max_length=13, unique=True)
+    street = models.CharField(max_length=200, blank=True)
+    city = models.CharField(max_length=100)
+    postal_code = models.CharField(max_length=20, blank=True)
+    country = models.CharField(max_length=2, help_text=_("ISO 3166-1 alpha-2"))
+
+    class Meta:
+        ordering = ["organisation__name", "name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(gln__regex=GLN_REGEX), name="site_gln_13_digits"),
+            models.CheckConstraint(condition=Q(country__regex=r"^[A-Z]{2}$"), name="site_country_iso"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.organisation.name})"
+
+
+class MembershipRole(models.TextChoices):
+    ADMIN = "admin", _("Administrator")
+    OPERATOR = "operator", _("Operator")
+    VIEWER = "viewer", _("Viewer")
+
+
+class Membership(models.Model):
+    """A user works for exactly one organisation, in one role."""
+
+    Role = MembershipRole
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.OPERATOR)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(role__in=[r.value for r in MembershipRole]), name="membership_role_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.organisation} ({self.role})"
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in (self.Role.ADMIN, self.Role.OPERATOR)
+
+
+class Product(models.Model):
+    gtin = models.CharField("GTIN", max_length=14, unique=True, help_text=_("GTIN-14"))
+    name = models.CharField(max_length=200)
+    dosage_form = models.CharField(max_length=100)
+    strength = models.CharField(max_length=100, blank=True)
+    manufacturer = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="products")
+    storage_profile = models.CharField(max_length=20, choices=coldchain.StorageProfile.choices())
+    freeze_sensitive = models.BooleanField(default=False)
+    # Cumulative minutes above the storage range the stability data allows.
+    stability_budget_minutes = models.PositiveIntegerField(default=240)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(gtin__regex=GTIN14_REGEX), name="product_gtin_14_digits"),
+            models.CheckConstraint(
+                condition=Q(storage_profile__in=[p.value for p in coldchain.StorageProfile]),
+                name="product_storage_profile_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.strength} ({self.gtin})".replace("  ", " ")
+
+
+class BatchStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    QUARANTINED = "quarantined", _("Quarantined")
+    RECALLED = "recalled", _("Recalled")
+    EXPIRED = "expired", _("Expired")
+    DESTROYED = "destroyed", _("Destroyed")
+
+
+class Batch(models.Model):
+    Status = BatchStatus
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="batches")
+    lot = models.CharField(max_length=20)
+    manufactured_on = models.DateField()
+    expires_on = models.DateField()
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        constraints = [
+            models.UniqueConstraint(fields=["product", "lot"], name="batch_lot_unique_per_product"),
+            models.CheckConstraint(condition=Q(lot__regex=CSET82_REGEX), name="batch_lot_cset82"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="batch_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(expires_on__gt=F("manufactured_on")), name="batch_expiry_after_manufacture"
+            ),
+            models.CheckConstraint(condition=Q(status__in=[s.value for s in BatchStatus]), name="batch_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product.gtin} lot {self.lot}"
+
+    @property
+    def gtin(self) -> str:
+        return self.product.gtin
+
+    def is_expired(self, today: datetime.date | None = None) -> bool:
+        return self.expires_on < (today or timezone.localdate())
+
+    def digital_link(self, serial: str | None = None) -> str:
+        return gs1.build_digital_link(
+            settings.BASE_URL, gtin=self.product.gtin, lot=self.lot, serial=serial, expiry=self.expires_on
+        )
+
+
+class SerialStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    DISPENSED = "dispensed", _("Dispensed")
+    DECOMMISSIONED = "decommissioned", _("Decommissioned")
+    RECALLED = "recalled", _("Recalled")
+    STOLEN = "stolen", _("Stolen")
+    DESTROYED = "destroyed", _("Destroyed")
+
+
+class SerialNumber(models.Model):
+    """One saleable unit. Serials are unique per GTIN (DSCSA, EU FMD)."""
+
+    Status = SerialStatus
+
+    # Denormalised from the batch so the database can enforce uniqueness per GTIN.
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="serials")
+    serial = models.CharField(max_length=20)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+
+    class Meta:
+        ordering = ["serial"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "serial"], name="serial_unique_per_gtin"),
+            models.CheckConstraint(condition=Q(serial__regex=CSET82_REGEX), name="serial_cset82"),
+            models.CheckConstraint(condition=Q(status__in=[s.value for s in SerialStatus]), name="serial_status_valid"),
+        ]
+        indexes = [models.Index(fields=["batch", "serial"])]
+
+    def __str__(self) -> str:
+        return self.serial
+
+
+class ShipmentStatus(models.TextChoices):
+    PLANNED = "planned", _("Planned")
+    IN_TRANSIT = "in_transit", _("In transit")
+    DELIVERED = "delivered", _("Delivered")
+    REJECTED = "rejected", _("Rejected")
+
+
+class Shipment(models.Model):
+    Status = ShipmentStatus
+
+    reference = models.CharField(max_length=32, unique=True)
+    shipper = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="shipments_sent")
+    carrier = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="shipments_carried")
+    consignee = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="shipments_received")
+    # Who physically holds the goods now; changes with every custody event.
+    custodian = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="shipments_held")
+    origin = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="shipments_out")
+    destination = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="shipments_in")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PLANNED)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    rejection_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in ShipmentStatus]), name="shipment_status_valid"
+            ),
+            models.CheckConstraint(condition=~Q(origin=F("destination")), name="shipment_origin_not_destination"),
+            models.CheckConstraint(
+                condition=Q(status="planned", dispatched_at__isnull=True)
+                | Q(~Q(status="planned"), dispatched_at__isnull=False),
+                name="shipment_dispatched_at_iff_dispatched",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["delivered", "rejected"], closed_at__isnull=False)
+                | Q(~Q(status__in=["delivered", "rejected"]), closed_at__isnull=True),
+                name="shipment_closed_at_iff_closed",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="rejected", rejection_reason__gt="") | Q(~Q(status="rejected"), rejection_reason=""),
+                name="shipment_rejection_reason_iff_rejected",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class ShipmentItem(models.Model):
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="items")
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="shipment_items")
+    quantity = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["shipment", "batch"], name="shipment_item_batch_once"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="shipment_item_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x batch {self.batch_id}"
+
+
+class TemperatureContract(models.Model):
+    """The conditions a shipment must keep; defaulted from its products."""
+
+    shipment = models.OneToOneField(Shipment, on_delete=models.PROTECT, related_name="contract")
+    storage_profile = models.CharField(max_length=20, choices=coldchain.StorageProfile.choices())
+    min_celsius = models.DecimalField(max_digits=5, decimal_places=2)
+    max_celsius = models.DecimalField(max_digits=5, decimal_places=2)
+    arming_seconds = models.PositiveIntegerField()
+    mkt_limit_celsius = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+    mkt_window_seconds = models.PositiveIntegerField(null=True, blank=True)
+    freeze_thaw_limit = models.PositiveIntegerField(null=True, blank=True)
+    logging_interval_seconds = models.PositiveIntegerField()
+    max_gap_seconds = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(min_celsius__lt=F("max_celsius")), name="contract_range_ordered"),
+            models.CheckConstraint(
+                condition=Q(max_gap_seconds__gte=F("logging_interval_seconds")), name="contract_gap_covers_interval"
+            ),
+            models.CheckConstraint(
+                condition=Q(mkt_limit_celsius__isnull=True, mkt_window_seconds__isnull=True)
+                | Q(mkt_limit_celsius__isnull=False, mkt_window_seconds__gt=0),
+                name="contract_mkt_limit_with_window",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shipment.reference}: {self.min_celsius}..{self.max_celsius} °C"
+
+    def as_rules(self) -> coldchain.Contract:
+        """The pure-rules view of this contract, for evaluation and reports."""
+        return coldchain.Contract(
+            min_celsius=float(self.min_celsius),
+            max_celsius=float(self.max_celsius),
+            arming_seconds=self.arming_seconds,
+            mkt_limit_celsius=None if self.mkt_limit_celsius is None else float(self.mkt_limit_celsius),
+            mkt_window_seconds=self.mkt_window_seconds,
+            freeze_thaw_limit=self.freeze_thaw_limit,
+            logging_interval_seconds=self.logging_interval_seconds,
+            max_gap_seconds=self.max_gap_seconds,
+            rules=tuple(rule.as_rule() for rule in self.rules.all()),
+        )
+
+
+class ContractRule(models.Model):
+    """One rule of the single shape of DESIGN.md: band, threshold, duration, mode, severity."""
+
+    contract = models.ForeignKey(TemperatureContract, on_delete=models.PROTECT, related_name="rules")
+    name = models.CharField(max_length=100)
+    band = models.CharField(max_length=10, choices=coldchain.Band.choices())
+    threshold_celsius = models.DecimalField(max_digits=5, decimal_places=2)
+    duration_seconds = models.PositiveIntegerField()
+    mode = models.CharField(max_length=12, choices=coldchain.Mode.choices())
+    severity = models.CharField(max_length=10, choices=coldchain.Severity.choices())
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(band__in=[b.value for b in coldchain.Band]), name="rule_band_valid"),
+            models.CheckConstraint(condition=Q(mode__in=[m.value for m in coldchain.Mode]), name="rule_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(severity__in=[s.value for s in coldchain.Severity]), name="rule_severity_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def as_rule(self) -> coldchain.Rule:
+        return coldchain.Rule(
+            name=self.name,
+            band=coldchain.Band(self.band),
+            threshold_celsius=float(self.threshold_celsius),
+            duration_seconds=self.duration_seconds,
+            mode=coldchain.Mode(self.mode),
+            severity=coldchain.Severity(self.severity),
+        )
+
+
+class CustodyKind(models.TextChoices):
+    DISPATCH = "dispatch", _("Dispatch")
+    HANDOVER = "handover", _("Hand-over")
+    RECEIPT = "receipt", _("Receipt")
+
+
+class CustodyEvent(models.Model):
+    """Who handed the goods to whom, when and where."""
+
+    Kind = CustodyKind
+
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="custody_events")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    from_organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    to_organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    location = models.CharField(max_length=200, blank=True, help_text=_("Where, when not at a known site"))
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=[k.value for k in CustodyKind]), name="custody_kind_valid"),
+            models.CheckConstraint(
+                condition=~Q(kind="handover") | ~Q(from_organisation=F("to_organisation")),
+                name="custody_handover_changes_hands",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.from_organisation_id}->{self.to_organisation_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
+        )

@@ -1,0 +1,71 @@
+"""Who may see what, and the reads that pages and the API share.
+
+Every object an organisation may see is reached through one of the
+``visible_*`` querysets below; anything outside them is a 404, so another
+organisation's objects are never confirmed to exist.
+
+- A regulator sees everything.
+- A manufacturer sees its own products and batches, and every shipment
+  carrying them.
+- Any organisation sees the shipments it ships, carries, receives or has held,
+  and the batches and products those shipments carry.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from traceability.models import Batch, CustodyEvent, Organisation, Product, Shipment, ShipmentItem
+
+
+def _party_to(organisation: Organisation) -> Q:
+    """Shipments the organisation is a party to: shipper, carrier, consignee or any past holder."""
+    held = CustodyEvent.objects.filter(shipment=OuterRef("pk")).filter(
+        Q(from_organisation=organisation) | Q(to_organisation=organisation)
+    )
+    return (
+        Q(shipper=organisation)
+        | Q(carrier=organisation)
+        | Q(consignee=organisation)
+        | Q(custodian=organisation)
+        | Exists(held)
+    )
+
+
+def visible_shipments(organisation: Organisation) -> QuerySet[Shipment]:
+    shipments = Shipment.objects.all()
+    if organisation.is_regulator:
+        return shipments
+    made_by_us = ShipmentItem.objects.filter(shipment=OuterRef("pk"), batch__product__manufacturer=organisation)
+    return shipments.filter(_party_to(organisation) | Exists(made_by_us))
+
+
+def visible_batches(organisation: Organisation) -> QuerySet[Batch]:
+    batches = Batch.objects.all()
+    if organisation.is_regulator:
+        return batches
+    shipped = ShipmentItem.objects.filter(batch=OuterRef("pk"), shipment__in=visible_shipments(organisation))
+    return batches.filter(Q(product__manufacturer=organisation) | Exists(shipped))
+
+
+def visible_products(organisation: Organisation) -> QuerySet[Product]:
+    products = Product.objects.all()
+    if organisation.is_regulator:
+        return products
+    return products.filter(Q(manufacturer=organisation) | Q(pk__in=visible_batches(organisation).values("product")))
+
+
+def batch_available(*, organisation: Organisation, batch: Batch) -> int:
+    """Units of the batch the organisation holds and has not yet committed to a shipment.
+
+    Made (by its manufacturer) + received (delivered to it) - sent (planned, in
+    transit or delivered from it). A rejected delivery returns to the shipper.
+    """
+    items = ShipmentItem.objects.filter(batch=batch)
+    totals = items.aggregate(
+        received=Coalesce(Sum("quantity", filter=Q(shipment__consignee=organisation, shipment__status="delivered")), 0),
+        sent=Coalesce(Sum("quantity", filter=Q(shipment__shipper=organisation) & ~Q(shipment__status="rejected")), 0),
+    )
+    made = batch.quantity if batch.product.manufacturer_id == organisation.pk else 0
+    return int(made + totals["received"] - totals["sent"])

@@ -1,0 +1,448 @@
+"""Everything that changes the cold-chain domain goes through these functions.
+
+Each service is one transaction, takes keyword arguments, checks who may do
+it, and raises ``ValidationError`` (the input is wrong: a 400 naming the
+field) or ``PermissionDenied`` (the actor may see the object but not do
+this). Callers look objects up through ``selectors`` first, so an object the
+actor may not see never reaches a service.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from traceability import coldchain, gs1, selectors
+from traceability.models import (
+    Batch,
+    ContractRule,
+    CustodyEvent,
+    Membership,
+    Organisation,
+    Product,
+    SerialNumber,
+    Shipment,
+    ShipmentItem,
+    Site,
+    TemperatureContract,
+)
+
+Kind = Organisation.Kind
+User = AbstractBaseUser | AnonymousUser
+
+MAX_SERIALS_PER_CALL = 100_000
+# Serial alphabet: digits and capitals without I and O, which people misread.
+SERIAL_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
+SERIAL_LENGTH = 12  # 34**12 ~ 2.4e18: guessing a valid serial is hopeless
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+def actor_organisation(actor: User, *, kinds: Sequence[str] = (), write: bool = True) -> Organisation:
+    """The actor's organisation, if it is of one of ``kinds`` and the role may write."""
+    membership: Membership | None = getattr(actor, "membership", None) if actor.is_authenticated else None
+    if membership is None:
+        raise PermissionDenied("You are not a member of any organisation.")
+    if write and not membership.can_write:
+        raise PermissionDenied("Your role is read-only; ask an administrator of your organisation.")
+    if kinds and membership.organisation.kind not in kinds:
+        raise PermissionDenied(f"Only a {' or '.join(kinds)} organisation may do this.")
+    return membership.organisation
+
+
+def _gs1(field: str, check: object, value: str) -> str:
+    try:
+        return check(value)  # type: ignore[operator, no-any-return]
+    except gs1.GS1Error as error:
+        raise ValidationError({field: str(error)}) from error
+
+
+def _occurred_at(value: datetime.datetime | None, *, not_before: datetime.datetime | None) -> datetime.datetime:
+    now = timezone.now()
+    when = value or now
+    if when > now + CLOCK_SKEW:
+        raise ValidationError({"occurred_at": "lies in the future; send the time the event happened."})
+    if not_before and when < not_before:
+        raise ValidationError({"occurred_at": f"lies before the previous custody event ({not_before.isoformat()})."})
+    return when
+
+
+# Products and batches ------------------------------------------------------
+
+
+@transaction.atomic
+def product_register(
+    *,
+    actor: User,
+    gtin: str,
+    name: str,
+    dosage_form: str,
+    strength: str = "",
+    storage_profile: str,
+    freeze_sensitive: bool = False,
+    stability_budget_minutes: int = 240,
+) -> Product:
+    """Registers a product of the actor's manufacturer under a GTIN, stored as GTIN-14."""
+    manufacturer = actor_organisation(actor, kinds=[Kind.MANUFACTURER])
+    gtin14 = _gs1("gtin", gs1.normalize_gtin, gtin)
+    if storage_profile not in coldchain.StorageProfile:
+        raise ValidationError({"storage_profile": f"must be one of {', '.join(coldchain.StorageProfile)}."})
+    if Product.objects.filter(gtin=gtin14).exists():
+        raise ValidationError({"gtin": f"GTIN {gtin14} is already registered."})
+    return Product.objects.create(
+        gtin=gtin14,
+        name=name,
+        dosage_form=dosage_form,
+        strength=strength,
+        manufacturer=manufacturer,
+        storage_profile=storage_profile,
+        freeze_sensitive=freeze_sensitive,
+        stability_budget_minutes=stability_budget_minutes,
+    )
+
+
+@transaction.atomic
+def batch_register(
+    *,
+    actor: User,
+    product: Product,
+    lot: str,
+    manufactured_on: datetime.date,
+    expires_on: datetime.date,
+    quantity: int,
+    serial_count: int = 0,
+) -> Batch:
+    """Registers a batch of the actor's product, with ``serial_count`` random serial numbers.
+
+    Serials are random and non-sequential (DSCSA, EU FMD), unique per GTIN.
+    """
+    manufacturer = actor_organisation(actor, kinds=[Kind.MANUFACTURER])
+    if product.manufacturer_id != manufacturer.pk:
+        raise PermissionDenied("Only the product's manufacturer registers its batches.")
+    lot = _gs1("lot", gs1.validate_lot, lot)
+    today = timezone.localdate()
+    errors = {}
+    if manufactured_on > today:
+        errors["manufactured_on"] = "lies in the future."
+    if expires_on <= manufactured_on:
+        errors["expires_on"] = "must be after the manufacturing date."
+    elif expires_on <= today:
+        errors["expires_on"] = "has passed; an expired batch cannot be registered."
+    if quantity < 1:
+        errors["quantity"] = "must be at least 1."
+    if not 0 <= serial_count <= min(quantity, MAX_SERIALS_PER_CALL):
+        errors["serial_count"] = f"must be between 0 and the quantity (at most {MAX_SERIALS_PER_CALL})."
+    if errors:
+        raise ValidationError(errors)
+    if Batch.objects.filter(product=product, lot=lot).exists():
+        raise ValidationError({"lot": f"lot {lot} is already registered for GTIN {product.gtin}."})
+    batch = Batch.objects.create(
+        product=product, lot=lot, manufactured_on=manufactured_on, expires_on=expires_on, quantity=quantity
+    )
+    _serials_create(batch, serial_count)
+    return batch
+
+
+def _serials_create(batch: Batch, count: int) -> None:
+    """Draws ``count`` fresh serials for the batch's GTIN, retrying the rare collision."""
+    wanted: set[str] = set()
+    while len(wanted) < count:
+        while len(wanted) < count:
+            wanted.add("".join(secrets.choice(SERIAL_ALPHABET) for _ in range(SERIAL_LENGTH)))
+        for start in range(0, count, 5000):
+            chunk = sorted(wanted)[start : start + 5000]
+            taken = SerialNumber.objects.filter(product=batch.product, serial__in=chunk)
+            wanted.difference_update(taken.values_list("serial", flat=True))
+    SerialNumber.objects.bulk_create(
+        (SerialNumber(product=batch.product, batch=batch, serial=serial) for serial in wanted), batch_size=2000
+    )
+
+
+# Shipments -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    batch: Batch
+    quantity: int
+
+
+def _reference() -> str:
+    return f"SHP-{timezone.now():%Y%m%d}-{secrets.token_hex(4).upper()}"
+
+
+@transaction.atomic
+def shipment_create(
+    *,
+    actor: User,
+    carrier: Organisation,
+    consignee: Organisation,
+    origin: Site,
+    destination: Site,
+    items: Sequence[ItemSpec],
+    logging_interval_seconds: int = coldchain.DEFAULT_LOGGING_INTERVAL_SECONDS,
+) -> Shipment:
+    """Plans a shipment of the actor's stock, with a temperature contract from its products.
+
+    The shipped quantities are reserved from the shipper's stock at once.
+    """
+    shipper = actor_organisation(actor, kinds=[Kind.MANUFACTURER, Kind.WHOLESALER, Kind.LOGISTICS, Kind.DISPENSER])
+    errors: dict[str, str] = {}
+    if origin.organisation_id != shipper.pk:
+        errors["origin"] = "must be a site of your organisation."
+    if destination.organisation_id != consignee.pk:
+        errors["destination"] = "must be a site of the consignee."
+    if origin.pk == destination.pk:
+        errors["destination"] = "must differ from the origin."
+    if carrier.kind != Kind.LOGISTICS and carrier.pk != shipper.pk:
+        errors["carrier"] = "must be a logistics provider, or your own organisation."
+    if consignee.kind == Kind.REGULATOR:
+        errors["consignee"] = "a regulator does not receive goods."
+    if not items:
+        errors["items"] = "a shipment carries at least one batch."
+    elif len({item.batch.pk for item in items}) != len(items):
+        errors["items"] = "list each batch once."
+    if errors:
+        raise ValidationError(errors)
+
+    locked = Batch.objects.select_for_update().select_related("product").in_bulk([item.batch.pk for item in items])
+    today = timezone.localdate()
+    for index, item in enumerate(items):
+        batch = locked[item.batch.pk]
+        if batch.status != Batch.Status.ACTIVE or batch.is_expired(today):
+            status = "expired" if batch.is_expired(today) else batch.status
+            raise ValidationError({"items": f"item {index}: batch {batch} is {status} and may not be shipped."})
+        available = selectors.batch_available(organisation=shipper, batch=batch)
+        if not 0 < item.quantity <= available:
+            raise ValidationError(
+                {"items": f"item {index}: quantity must be 1 to {available} (your stock of {batch})."}
+            )
+    try:
+        profile = coldchain.merge_profiles(
+            {coldchain.StorageProfile(locked[i.batch.pk].product.storage_profile) for i in items}
+        )
+    except ValueError as error:
+        raise ValidationError({"items": str(error)}) from error
+
+    shipment = Shipment.objects.create(
+        reference=_reference(),
+        shipper=shipper,
+        carrier=carrier,
+        consignee=consignee,
+        custodian=shipper,
+        origin=origin,
+        destination=destination,
+        created_by=actor,
+    )
+    ShipmentItem.objects.bulk_create(
+        ShipmentItem(shipment=shipment, batch=locked[item.batch.pk], quantity=item.quantity) for item in items
+    )
+    products = [locked[item.batch.pk].product for item in items]
+    _contract_create(
+        shipment,
+        profile,
+        coldchain.default_contract(
+            profile,
+            stability_budget_minutes=min(product.stability_budget_minutes for product in products),
+            freeze_sensitive=any(product.freeze_sensitive for product in products),
+            logging_interval_seconds=logging_interval_seconds,
+        ),
+    )
+    return shipment
+
+
+def _celsius(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _contract_create(
+    shipment: Shipment, profile: coldchain.StorageProfile, terms: coldchain.Contract
+) -> TemperatureContract:
+    contract = TemperatureContract.objects.create(
+        shipment=shipment,
+        storage_profile=profile,
+        min_celsius=_celsius(terms.min_celsius),
+        max_celsius=_celsius(terms.max_celsius),
+        arming_seconds=terms.arming_seconds,
+        mkt_limit_celsius=_celsius(terms.mkt_limit_celsius),
+        mkt_window_seconds=terms.mkt_window_seconds,
+        freeze_thaw_limit=terms.freeze_thaw_limit,
+        logging_interval_seconds=terms.logging_interval_seconds,
+        max_gap_seconds=terms.max_gap_seconds,
+    )
+    ContractRule.objects.bulk_create(
+        ContractRule(
+            contract=contract,
+            name=rule.name,
+            band=rule.band,
+            threshold_celsius=_celsius(rule.threshold_celsius),
+            duration_seconds=rule.duration_seconds,
+            mode=rule.mode,
+            severity=rule.severity,
+        )
+        for rule in terms.rules
+    )
+    return contract
+
+
+def _locked(shipment: Shipment) -> Shipment:
+    """Re-reads the shipment under a row lock, so two transitions cannot interleave."""
+    return Shipment.objects.select_for_update().get(pk=shipment.pk)
+
+
+@transaction.atomic
+def shipment_dispatch(*, actor: User, shipment: Shipment, occurred_at: datetime.datetime | None = None) -> Shipment:
+    """The shipper hands a planned shipment to its carrier: in transit, custody to the carrier."""
+    shipper = actor_organisation(actor)
+    shipment = _locked(shipment)
+    if shipment.shipper_id != shipper.pk:
+        raise PermissionDenied("Only the shipper dispatches a shipment.")
+    if shipment.status != Shipment.Status.PLANNED:
+        raise ValidationError({"status": f"shipment is {shipment.status}; only a planned shipment is dispatched."})
+    blocked = [
+        str(item.batch)
+        for item in shipment.items.select_related("batch__product")
+        if item.batch.status != Batch.Status.ACTIVE
+    ]
+    if blocked:
+        raise ValidationError({"items": f"batches no longer active: {', '.join(blocked)}."})
+    when = _occurred_at(occurred_at, not_before=shipment.created_at)
+    CustodyEvent.objects.create(
+        shipment=shipment,
+        kind=CustodyEvent.Kind.DISPATCH,
+        from_organisation_id=shipment.shipper_id,
+        to_organisation_id=shipment.carrier_id,
+        site_id=shipment.origin_id,
+        occurred_at=when,
+        recorded_by=actor,
+    )
+    shipment.status = Shipment.Status.IN_TRANSIT
+    shipment.dispatched_at = when
+    shipment.custodian_id = shipment.carrier_id
+    shipment.save(update_fields=["status", "dispatched_at", "custodian"])
+    return shipment
+
+
+def _last_custody_at(shipment: Shipment) -> datetime.datetime | None:
+    return shipment.custody_events.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
+
+
+@transaction.atomic
+def custody_transfer(
+    *,
+    actor: User,
+    shipment: Shipment,
+    to_organisation: Organisation,
+    occurred_at: datetime.datetime | None = None,
+    site: Site | None = None,
+    location: str = "",
+    note: str = "",
+) -> CustodyEvent:
+    """The current custodian hands an in-transit shipment to another carrier or a cross-dock."""
+    holder = actor_organisation(actor)
+    shipment = _locked(shipment)
+    if shipment.custodian_id != holder.pk:
+        raise PermissionDenied("Only the organisation holding the goods hands them over.")
+    if shipment.status != Shipment.Status.IN_TRANSIT:
+        raise ValidationError({"status": f"shipment is {shipment.status}; custody changes only in transit."})
+    if to_organisation.pk == holder.pk:
+        raise ValidationError({"to_organisation": "you already hold the goods."})
+    if to_organisation.kind not in (Kind.LOGISTICS, Kind.WHOLESALER):
+        raise ValidationError(
+            {
+                "to_organisation": "goods in transit pass to a logistics provider or wholesaler; "
+                "the consignee receives them instead."
+            }
+        )
+    if site is not None and site.organisation_id != to_organisation.pk:
+        raise ValidationError({"site": "must be a site of the organisation taking the goods."})
+    event = CustodyEvent.objects.create(
+        shipment=shipment,
+        kind=CustodyEvent.Kind.HANDOVER,
+        from_organisation=holder,
+        to_organisation=to_organisation,
+        site=site,
+        location=location,
+        occurred_at=_occurred_at(occurred_at, not_before=_last_custody_at(shipment)),
+        recorded_by=actor,
+        note=note,
+    )
+    shipment.custodian = to_organisation
+    shipment.save(update_fields=["custodian"])
+    return event
+
+
+@transaction.atomic
+def shipment_receive(
+    *,
+    actor: User,
+    shipment: Shipment,
+    accept: bool,
+    reason: str = "",
+    occurred_at: datetime.datetime | None = None,
+) -> Shipment:
+    """The consignee accepts (custody passes to it) or rejects (with a reason) a delivery.
+
+    A rejected delivery stays with its carrier, and its quantities return to the shipper's stock.
+    """
+    consignee = actor_organisation(actor)
+    shipment = _locked(shipment)
+    if shipment.consignee_id != consignee.pk:
+        raise PermissionDenied("Only the consignee receives a shipment.")
+    if shipment.status != Shipment.Status.IN_TRANSIT:
+        raise ValidationError({"status": f"shipment is {shipment.status}; only a shipment in transit is received."})
+    reason = reason.strip()
+    if not accept and not reason:
+        raise ValidationError({"reason": "say why the delivery is rejected."})
+    when = _occurred_at(occurred_at, not_before=_last_custody_at(shipment))
+    if accept:
+        CustodyEvent.objects.create(
+            shipment=shipment,
+            kind=CustodyEvent.Kind.RECEIPT,
+            from_organisation_id=shipment.custodian_id,
+            to_organisation=consignee,
+            site_id=shipment.destination_id,
+            occurred_at=when,
+            recorded_by=actor,
+            note=reason,
+        )
+        shipment.custodian = consignee
+        shipment.status = Shipment.Status.DELIVERED
+    else:
+        shipment.status = Shipment.Status.REJECTED
+        shipment.rejection_reason = reason
+    shipment.closed_at = when
+    shipment.save(update_fields=["status", "custodian", "closed_at", "rejection_reason"])
+    return shipment
+
+
+# Organisations -------------------------------------------------------------
+
+
+@transaction.atomic
+def site_create(
+    *, actor: User, name: str, gln: str, city: str, country: str, street: str = "", postal_code: str = ""
+) -> Site:
+    """Adds a site (a GLN-identified location) to the actor's organisation; administrators only."""
+    organisation = actor_organisation(actor)
+    if actor.membership.role != Membership.Role.ADMIN:  # type: ignore[union-attr]
+        raise PermissionDenied("Only an administrator adds sites.")
+    gln = _gs1("gln", gs1.validate_gln, gln)
+    if Site.objects.filter(gln=gln).exists():
+        raise ValidationError({"gln": f"GLN {gln} is already in use."})
+    return Site.objects.create(
+        organisation=organisation,
+        name=name,
+        gln=gln,
+        city=city,
+        country=country.upper(),
+        street=street,
+        postal_code=postal_code,
+    )

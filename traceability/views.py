@@ -1,0 +1,63 @@
+"""Pages. Each looks objects up through ``selectors`` so access is checked in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db import connection
+from django.db.models import Count, QuerySet, TextChoices
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+
+from traceability import selectors
+from traceability.models import Batch, Organisation, Shipment
+
+Kind = Organisation.Kind
+
+
+@require_safe
+@never_cache
+def health(request: HttpRequest) -> HttpResponse:
+    """200 when the database answers; load balancers poll this."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # any database failure means "not healthy", never a 500 page
+        return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def _tiles(statuses: type[TextChoices], rows: QuerySet[Any]) -> list[tuple[str, str, int]]:
+    """(status, label, count) for every status, zeros included."""
+    counts = dict(rows.order_by().values_list("status").annotate(n=Count("id")))
+    return [(value, str(label), counts.get(value, 0)) for value, label in statuses.choices]
+
+
+@require_safe
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """The landing page of the signed-in user's organisation, shaped by its kind."""
+    membership = getattr(request.user, "membership", None)
+    if membership is None:
+        return render(request, "traceability/no_membership.html", status=403)
+    organisation = membership.organisation
+    shipments = selectors.visible_shipments(organisation).select_related(
+        "shipper", "carrier", "consignee", "custodian", "origin", "destination"
+    )
+    batches = selectors.visible_batches(organisation).select_related("product")
+    if organisation.kind == Kind.MANUFACTURER:
+        batches = batches.filter(product__manufacturer=organisation)
+    context = {
+        "organisation": organisation,
+        "membership": membership,
+        "shipment_tiles": _tiles(Shipment.Status, shipments),
+        "in_transit": shipments.filter(status=Shipment.Status.IN_TRANSIT)[:20],
+        "recent_shipments": shipments[:10],
+        "batches": batches[:20] if organisation.kind in (Kind.MANUFACTURER, Kind.REGULATOR) else [],
+        "batch_tiles": _tiles(Batch.Status, batches),
+        "organisations": Organisation.objects.all() if organisation.is_regulator else [],
+    }
+    return render(request, "traceability/home.html", context)
