@@ -9,6 +9,8 @@ Each persona is a user (role: operator) of its own organisation with one site.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -99,3 +101,47 @@ def anonymous() -> APIClient:
 def require_services() -> bool:
     """In CI (COLDTRACE_REQUIRE_SERVICES=1) a missing service fails a test instead of skipping it."""
     return os.environ.get("COLDTRACE_REQUIRE_SERVICES") == "1"
+
+
+# Browser: Playwright driving Debian's Chromium (never a downloaded browser).
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Flags for a closed network: no background connections, no sandbox as root in CI.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    if not shutil.which(CHROMIUM):
+        message = f"Chromium not found at {CHROMIUM}: apt-get install chromium"
+        if require_services():
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the
+    # test makes between page actions are still plain synchronous calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.console_errors = errors
+    yield page
+    context.close()

@@ -24,13 +24,8 @@ def _party_to(organisation: Organisation) -> Q:
     held = CustodyEvent.objects.filter(shipment=OuterRef("pk")).filter(
         Q(from_organisation=organisation) | Q(to_organisation=organisation)
     )
-    return (
-        Q(shipper=organisation)
-        | Q(carrier=organisation)
-        | Q(consignee=organisation)
-        | Q(custodian=organisation)
-        | Exists(held)
-    )
+    parties = Q(shipper=organisation) | Q(carrier=organisation) | Q(consignee=organisation)
+    return parties | Q(custodian=organisation) | Q(Exists(held))
 
 
 def visible_shipments(organisation: Organisation) -> QuerySet[Shipment]:
@@ -38,7 +33,7 @@ def visible_shipments(organisation: Organisation) -> QuerySet[Shipment]:
     if organisation.is_regulator:
         return shipments
     made_by_us = ShipmentItem.objects.filter(shipment=OuterRef("pk"), batch__product__manufacturer=organisation)
-    return shipments.filter(_party_to(organisation) | Exists(made_by_us))
+    return shipments.filter(_party_to(organisation) | Q(Exists(made_by_us)))
 
 
 def visible_batches(organisation: Organisation) -> QuerySet[Batch]:
@@ -46,7 +41,7 @@ def visible_batches(organisation: Organisation) -> QuerySet[Batch]:
     if organisation.is_regulator:
         return batches
     shipped = ShipmentItem.objects.filter(batch=OuterRef("pk"), shipment__in=visible_shipments(organisation))
-    return batches.filter(Q(product__manufacturer=organisation) | Exists(shipped))
+    return batches.filter(Q(product__manufacturer=organisation) | Q(Exists(shipped)))
 
 
 def visible_products(organisation: Organisation) -> QuerySet[Product]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -36,7 +36,6 @@ from traceability.models import (
 )
 
 Kind = Organisation.Kind
-User = AbstractBaseUser | AnonymousUser
 
 MAX_SERIALS_PER_CALL = 100_000
 # Serial alphabet: digits and capitals without I and O, which people misread.
@@ -45,7 +44,7 @@ SERIAL_LENGTH = 12  # 34**12 ~ 2.4e18: guessing a valid serial is hopeless
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
-def actor_organisation(actor: User, *, kinds: Sequence[str] = (), write: bool = True) -> Organisation:
+def actor_organisation(actor: User | AnonymousUser, *, kinds: Sequence[str] = (), write: bool = True) -> Organisation:
     """The actor's organisation, if it is of one of ``kinds`` and the role may write."""
     membership: Membership | None = getattr(actor, "membership", None) if actor.is_authenticated else None
     if membership is None:
@@ -258,8 +257,8 @@ def shipment_create(
     return shipment
 
 
-def _celsius(value: float | None) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
+def _celsius(value: float) -> Decimal:
+    return Decimal(str(value))
 
 
 def _contract_create(
@@ -271,7 +270,7 @@ def _contract_create(
         min_celsius=_celsius(terms.min_celsius),
         max_celsius=_celsius(terms.max_celsius),
         arming_seconds=terms.arming_seconds,
-        mkt_limit_celsius=_celsius(terms.mkt_limit_celsius),
+        mkt_limit_celsius=None if terms.mkt_limit_celsius is None else _celsius(terms.mkt_limit_celsius),
         mkt_window_seconds=terms.mkt_window_seconds,
         freeze_thaw_limit=terms.freeze_thaw_limit,
         logging_interval_seconds=terms.logging_interval_seconds,
@@ -432,7 +431,7 @@ def site_create(
 ) -> Site:
     """Adds a site (a GLN-identified location) to the actor's organisation; administrators only."""
     organisation = actor_organisation(actor)
-    if actor.membership.role != Membership.Role.ADMIN:  # type: ignore[union-attr]
+    if actor.membership.role != Membership.Role.ADMIN:
         raise PermissionDenied("Only an administrator adds sites.")
     gln = _gs1("gln", gs1.validate_gln, gln)
     if Site.objects.filter(gln=gln).exists():

@@ -32,7 +32,8 @@ def _secret(name: str, default: str | None = None) -> str | None:
     path = env.str(f"{name}_FILE", default="")
     if path:
         return Path(path).read_text().strip()
-    return env.str(name, default=default)
+    value: str | None = env.str(name, default=default)
+    return value
 
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -162,7 +163,7 @@ SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 # /health/ is probed over plain HTTP by load balancers inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 
@@ -203,6 +204,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "OrganisationKindEnum": "traceability.models.OrganisationKind",
+        "CustodyKindEnum": "traceability.models.CustodyKind",
+    },
 }
 
 # Celery: JSON only, at-least-once delivery. With no broker configured, a

@@ -123,7 +123,7 @@ def test_normalize_gtin_rejects(value: str, message: str) -> None:
 
 
 def test_gs1_error_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="has 1 digits"):
         normalize_gtin("1")
 
 
@@ -281,7 +281,7 @@ def test_leap_day_depends_on_resolved_century() -> None:
         ("25-1-1", "6 digits"),
         ("25123A", "6 digits"),
         ("251231\n", "6 digits"),
-        ("２５１２３１", "6 digits"),  # full-width digits
+        ("\uff12\uff15\uff11\uff12\uff13\uff11", "6 digits"),  # full-width 251231
     ],
 )
 def test_parse_expiry_rejects(yymmdd: str, message: str) -> None:
@@ -657,8 +657,9 @@ def test_every_gtin_length_normalizes_to_its_zero_padded_form(gtin: str) -> None
 
 @PROPERTY
 @given(
-    st.integers(1, 30)
-    .filter(lambda length: length not in (8, 12, 13, 14))
+    # Body lengths whose length plus the check digit is not 8, 12, 13 or 14.
+    st.integers(1, 29)
+    .filter(lambda length: length + 1 not in (8, 12, 13, 14))
     .flatmap(lambda length: st.text(string.digits, min_size=length, max_size=length))
 )
 def test_other_lengths_are_rejected_even_with_a_valid_check_digit(body: str) -> None:

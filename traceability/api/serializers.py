@@ -248,7 +248,7 @@ class ShipmentIn(serializers.Serializer[Any]):
     consignee = serializers.CharField(max_length=13, help_text="GLN of the consignee.")
     origin = serializers.CharField(max_length=13, help_text="GLN of the site the goods leave from.")
     destination = serializers.CharField(max_length=13, help_text="GLN of the consignee's receiving site.")
-    items = ShipmentItemIn(many=True, allow_empty=False, max_length=1000)
+    items = serializers.ListField(child=ShipmentItemIn(), allow_empty=False, max_length=1000)
     logging_interval_seconds = serializers.IntegerField(
         min_value=10, max_value=24 * 3600, required=False, default=coldchain.DEFAULT_LOGGING_INTERVAL_SECONDS
     )

@@ -1,0 +1,452 @@
+"""Who may do what: every URL, every method, every persona, against one table.
+
+The world: the manufacturer's product and batch (three serials) travel in two
+shipments to the pharmacy by the carrier, one still planned and one in
+transit; the competitor has its own product and batch and ships nothing;
+carrier2 has no part in anything. Each request runs in a savepoint that is
+rolled back, so every cell of the table sees the same world.
+
+Adding a URL without adding its row to ``TABLE`` fails
+``test_every_url_is_in_the_table``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.db import transaction
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests import factories
+from tests.conftest import Persona
+from traceability import services
+from traceability.models import Batch, Membership, Product, Shipment, Site
+
+PASSWORD = "correct horse battery staple"  # the factories' password
+SIGNED_IN = ("manufacturer", "competitor", "carrier", "carrier2", "pharmacy", "regulator")
+EVERYONE = (*SIGNED_IN, "anonymous")
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+Cells = dict[str, int]
+
+
+def everyone(status: int) -> Cells:
+    return dict.fromkeys(EVERYONE, status)
+
+
+def members(status: int, **exceptions: int) -> Cells:
+    """Every signed-in persona gets ``status`` unless named; anonymous callers get 401 unless named."""
+    cells = dict.fromkeys(SIGNED_IN, status) | {"anonymous": 401}
+    unknown = set(exceptions) - set(cells)
+    assert not unknown, f"unknown personas {unknown}"
+    return cells | exceptions
+
+
+def api(**methods: Cells) -> dict[str, Cells]:
+    """An API URL: the methods not named are refused, 405 for members (401 before that for anonymous)."""
+    return {method: methods.get(method, members(405)) for method in METHODS}
+
+
+def page(**methods: Cells) -> dict[str, Cells]:
+    """A Django page: the methods not named are 405 for everyone, signed in or not."""
+    return {method: methods.get(method, everyone(405)) for method in METHODS}
+
+
+# The manufacturer's own objects: visible to the parties of the shipments
+# carrying them and to the regulator; the competitor and the uninvolved
+# carrier2 are told they do not exist.
+MANUFACTURERS_OBJECT = members(200, competitor=404, carrier2=404)
+ONLY = {"competitor": 404, "carrier2": 404}  # shorthand for the two outsiders
+
+TABLE: dict[str, dict[str, Cells]] = {
+    # Pages. "home" asks anonymous visitors to sign in; accounts/login/ re-renders
+    # its (empty, so invalid) form on POST and on PUT, which Django's FormView
+    # treats as POST; logout accepts POST only and redirects.
+    "home": page(GET=members(200, anonymous=302)),
+    "health": page(GET=everyone(200)),
+    "login": page(GET=everyone(200), POST=everyone(200), PUT=everyone(200)),
+    "logout": page(POST=everyone(302)),
+    # The whole admin/ subtree is one row, checked on /admin/: nobody in the
+    # world is staff, so every method sends every persona to the admin login.
+    "admin/": {method: everyone(302) for method in METHODS},
+    # Identity. The token endpoint takes no authentication: the manufacturer's
+    # credentials in the body earn a token whoever sends them.
+    "api-token": page(POST=everyone(200)),
+    "api-me": api(GET=members(200)),
+    # The directory: every member reads every organisation and site.
+    "api-organisation-list": api(GET=members(200)),
+    "api-organisation-detail": api(GET=members(200)),
+    # Only an administrator adds a site, and every persona is an operator.
+    "api-site-list": api(GET=members(200), POST=members(403)),
+    "api-site-detail": api(GET=members(200)),
+    # Any manufacturer registers its own product; nobody else registers any.
+    "api-product-list": api(GET=members(200), POST=members(403, manufacturer=201, competitor=201)),
+    "api-product-detail": api(GET=MANUFACTURERS_OBJECT),
+    # A batch of the manufacturer's product: the manufacturer registers it;
+    # those who see the product (carrier, pharmacy, regulator) are refused;
+    # those who do not see it are told no product of theirs has that GTIN.
+    "api-batch-list": api(GET=members(200), POST=members(403, manufacturer=201, competitor=400, carrier2=400)),
+    "api-batch-detail": api(GET=MANUFACTURERS_OBJECT),
+    "api-batch-serials": api(GET=MANUFACTURERS_OBJECT),
+    "api-batch-qr": api(GET=MANUFACTURERS_OBJECT),
+    "api-serial-qr": api(GET=MANUFACTURERS_OBJECT),
+    # Five units of the manufacturer's batch from its site to the pharmacy's:
+    # the manufacturer plans it; the regulator ships nothing; those who cannot
+    # see the batch are told so; the carrier and pharmacy see it but the
+    # origin is not their site (400 naming "origin").
+    "api-shipment-list": api(
+        GET=members(200), POST=members(400, manufacturer=201, regulator=403, competitor=400, carrier2=400)
+    ),
+    "api-shipment-detail": api(GET=MANUFACTURERS_OBJECT),
+    # On the planned shipment: only its shipper dispatches it.
+    "api-shipment-dispatch": api(POST=members(403, manufacturer=200, **ONLY)),
+    # On the shipment in transit: only the custodian (the carrier) hands it on, to carrier2.
+    "api-shipment-handover": api(POST=members(403, carrier=200, **ONLY)),
+    # On the shipment in transit: only the consignee receives it.
+    "api-shipment-receive": api(POST=members(403, pharmacy=200, **ONLY)),
+    # The API's description is public.
+    "api-schema": page(GET=everyone(200)),
+    "api-docs": page(GET=everyone(200)),
+}
+
+
+# The world -------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    personas: dict[str, Persona]
+    product: Product
+    batch: Batch
+    planned: Shipment
+    in_transit: Shipment
+    competitor_product: Product
+    competitor_batch: Batch
+
+    def __getitem__(self, name: str) -> Persona:
+        return self.personas[name]
+
+
+def register_stock(persona: Persona, *, lot: str = "L1", serials: int = 3) -> Batch:
+    """A refrigerated product of the persona's organisation and one batch of 100 units, via the services."""
+    today = timezone.localdate()
+    product = services.product_register(
+        actor=persona.user,
+        gtin=factories.gtin(),
+        name=f"{persona.name.title()} vaccine",
+        dosage_form="suspension for injection",
+        storage_profile="2-8C",
+    )
+    return services.batch_register(
+        actor=persona.user,
+        product=product,
+        lot=lot,
+        manufactured_on=today - datetime.timedelta(days=30),
+        expires_on=today + datetime.timedelta(days=365),
+        quantity=100,
+        serial_count=serials,
+    )
+
+
+def plan_shipment(
+    shipper: Persona, carrier: Persona, consignee: Persona, batch: Batch, quantity: int = 10
+) -> Shipment:
+    return services.shipment_create(
+        actor=shipper.user,
+        carrier=carrier.organisation,
+        consignee=consignee.organisation,
+        origin=shipper.site,
+        destination=consignee.site,
+        items=[services.ItemSpec(batch=batch, quantity=quantity)],
+    )
+
+
+def build_world(personas: dict[str, Persona]) -> World:
+    manufacturer, carrier, pharmacy = personas["manufacturer"], personas["carrier"], personas["pharmacy"]
+    batch = register_stock(manufacturer)
+    planned = plan_shipment(manufacturer, carrier, pharmacy, batch)
+    in_transit = services.shipment_dispatch(
+        actor=manufacturer.user, shipment=plan_shipment(manufacturer, carrier, pharmacy, batch)
+    )
+    competitor_batch = register_stock(personas["competitor"], lot="C1")
+    return World(
+        personas=personas,
+        product=batch.product,
+        batch=batch,
+        planned=planned,
+        in_transit=in_transit,
+        competitor_product=competitor_batch.product,
+        competitor_batch=competitor_batch,
+    )
+
+
+@pytest.fixture
+def world(personas: dict[str, Persona]) -> World:
+    return build_world(personas)
+
+
+def _today_plus(days: int) -> str:
+    return (timezone.localdate() + datetime.timedelta(days=days)).isoformat()
+
+
+def paths(world: World) -> dict[str, str]:
+    """The URL each table row is checked on: the manufacturer's objects, in the state the row needs."""
+    batch, serial = world.batch.pk, world.batch.serials.first().serial  # type: ignore[union-attr]
+    return {
+        "home": reverse("home"),
+        "health": reverse("health"),
+        "login": reverse("login"),
+        "logout": reverse("logout"),
+        "admin/": "/admin/",
+        "api-token": reverse("api-token"),
+        "api-me": reverse("api-me"),
+        "api-organisation-list": reverse("api-organisation-list"),
+        "api-organisation-detail": reverse("api-organisation-detail", args=[world["manufacturer"].organisation.pk]),
+        "api-site-list": reverse("api-site-list"),
+        "api-site-detail": reverse("api-site-detail", args=[world["manufacturer"].site.pk]),
+        "api-product-list": reverse("api-product-list"),
+        "api-product-detail": reverse("api-product-detail", args=[world.product.pk]),
+        "api-batch-list": reverse("api-batch-list"),
+        "api-batch-detail": reverse("api-batch-detail", args=[batch]),
+        "api-batch-serials": reverse("api-batch-serials", args=[batch]),
+        "api-batch-qr": reverse("api-batch-qr", args=[batch, "svg"]),
+        "api-serial-qr": reverse("api-serial-qr", args=[batch, serial, "png"]),
+        "api-shipment-list": reverse("api-shipment-list"),
+        "api-shipment-detail": reverse("api-shipment-detail", args=[world.in_transit.pk]),
+        "api-shipment-dispatch": reverse("api-shipment-dispatch", args=[world.planned.pk]),
+        "api-shipment-handover": reverse("api-shipment-handover", args=[world.in_transit.pk]),
+        "api-shipment-receive": reverse("api-shipment-receive", args=[world.in_transit.pk]),
+        "api-schema": reverse("api-schema"),
+        "api-docs": reverse("api-docs"),
+    }
+
+
+# The body sent with POST, PUT and PATCH: one a permitted persona succeeds with.
+BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
+    "api-token": lambda w: {"username": "manufacturer", "password": PASSWORD},
+    "api-site-list": lambda w: {"name": "Depot", "gln": factories.gln(), "city": "Basel", "country": "CH"},
+    "api-product-list": lambda w: {
+        "gtin": factories.gtin(),
+        "name": "Flu vaccine",
+        "dosage_form": "suspension for injection",
+        "storage_profile": "2-8C",
+    },
+    "api-batch-list": lambda w: {
+        "gtin": w.product.gtin,
+        "lot": "NEW1",
+        "manufactured_on": _today_plus(-1),
+        "expiry": _today_plus(365),
+        "quantity": 10,
+    },
+    "api-shipment-list": lambda w: {
+        "carrier": w["carrier"].organisation.gln,
+        "consignee": w["pharmacy"].organisation.gln,
+        "origin": w["manufacturer"].site.gln,
+        "destination": w["pharmacy"].site.gln,
+        "items": [{"batch": w.batch.pk, "quantity": 5}],
+    },
+    "api-shipment-dispatch": lambda w: {},
+    "api-shipment-handover": lambda w: {"to_organisation": w["carrier2"].organisation.gln},
+    "api-shipment-receive": lambda w: {"accept": True},
+}
+
+
+def call(user: AbstractBaseUser | None, method: str, path: str, body: dict[str, Any] | None = None) -> int:
+    """The status of one request by a session-signed-in user (None: anonymous), with its writes rolled back."""
+    # The token endpoint is throttled per client; the matrix would trip it.
+    cache.clear()
+    with transaction.atomic():
+        client = APIClient(raise_request_exception=False)
+        if user is not None:
+            client.force_login(user)
+        if method == "GET":
+            response = client.get(path)
+        else:
+            response = client.generic(method, path, json.dumps(body or {}), content_type="application/json")
+        transaction.set_rollback(True)
+    return response.status_code
+
+
+# The matrix -------------------------------------------------------------------
+
+
+def url_keys(patterns: list[URLPattern | URLResolver] | None = None, prefix: str = "") -> set[str]:
+    """Every URL pattern's name (its route when unnamed); the admin site counts as the one key "admin/"."""
+    keys: set[str] = set()
+    for pattern in get_resolver().url_patterns if patterns is None else patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            keys |= {"admin/"} if pattern.app_name == "admin" else url_keys(pattern.url_patterns, route)
+        else:
+            keys.add(pattern.name or route)
+    return keys
+
+
+def test_every_url_is_in_the_table() -> None:
+    keys = url_keys()
+    assert not keys - set(TABLE), f"URLs missing from the access table: {sorted(keys - set(TABLE))}"
+    assert not set(TABLE) - keys, f"table rows for URLs that no longer exist: {sorted(set(TABLE) - keys)}"
+    for name, row in TABLE.items():
+        assert set(row) == set(METHODS), name
+        assert all(set(cells) == set(EVERYONE) for cells in row.values()), name
+
+
+@pytest.mark.parametrize("name", TABLE)
+def test_access_matches_the_table(world: World, name: str) -> None:
+    path = paths(world)[name]
+    body = BODIES.get(name, lambda w: {})(world)
+    mismatches = []
+    for method, cells in TABLE[name].items():
+        for persona, expected in cells.items():
+            user = None if persona == "anonymous" else world[persona].user
+            got = call(user, method, path, body)
+            if got != expected:
+                mismatches.append(f"{method} {path} as {persona}: expected {expected}, got {got}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_admin_sends_non_staff_to_its_login(world: World) -> None:
+    for persona in SIGNED_IN:
+        client = APIClient()
+        client.force_login(world[persona].user)
+        response = client.get("/admin/")
+        assert response.status_code == 302
+        assert response["Location"].startswith("/admin/login/"), persona
+
+
+# What each persona finds in the lists ---------------------------------------
+
+
+def listed(persona: Persona, url_name: str, key: str) -> set[Any]:
+    response = persona.client().get(reverse(url_name), {"page_size": 500})
+    assert response.status_code == 200
+    return {row[key] for row in response.json()["results"]}
+
+
+def test_lists_show_each_persona_what_it_may_see(world: World) -> None:
+    ours, theirs = world.product.gtin, world.competitor_product.gtin
+    shipments = {world.planned.reference, world.in_transit.reference}
+    expected = {
+        "manufacturer": ({ours}, shipments),
+        "competitor": ({theirs}, set()),
+        "carrier": ({ours}, shipments),
+        "carrier2": (set(), set()),
+        "pharmacy": ({ours}, shipments),
+        "regulator": ({ours, theirs}, shipments),
+    }
+    for name, (gtins, references) in expected.items():
+        persona = world[name]
+        assert listed(persona, "api-product-list", "gtin") == gtins, name
+        assert listed(persona, "api-batch-list", "gtin") == gtins, name
+        assert listed(persona, "api-shipment-list", "reference") == references, name
+
+
+def test_the_directory_lists_every_organisation_and_site_to_every_member(world: World) -> None:
+    glns = {persona.organisation.gln for persona in world.personas.values()}
+    site_glns = set(Site.objects.values_list("gln", flat=True))
+    for persona in world.personas.values():
+        assert listed(persona, "api-organisation-list", "gln") == glns, persona.name
+        assert listed(persona, "api-site-list", "gln") == site_glns, persona.name
+
+
+def test_a_carrier_that_held_the_goods_still_sees_the_shipment(world: World) -> None:
+    carrier, carrier2 = world["carrier"], world["carrier2"]
+    detail = reverse("api-shipment-detail", args=[world.in_transit.pk])
+    assert carrier2.client().get(detail).status_code == 404
+
+    services.custody_transfer(actor=carrier.user, shipment=world.in_transit, to_organisation=carrier2.organisation)
+    services.custody_transfer(actor=carrier2.user, shipment=world.in_transit, to_organisation=carrier.organisation)
+
+    # carrier2 is neither carrier nor custodian any more; it once held the goods.
+    assert carrier2.client().get(detail).status_code == 200
+    assert listed(carrier2, "api-batch-list", "gtin") == {world.product.gtin}
+    assert listed(carrier2, "api-shipment-list", "reference") == {world.in_transit.reference}
+
+
+# Roles and identity -------------------------------------------------------------
+
+
+def member_of(persona: Persona, role: str, username: str) -> Persona:
+    membership = factories.MembershipFactory(
+        organisation=persona.organisation, role=role, user__username=username
+    )
+    return Persona(username, membership.user, persona.organisation, persona.site)
+
+
+def test_a_viewer_reads_but_cannot_write_what_an_operator_of_its_organisation_can(world: World) -> None:
+    viewer = member_of(world["manufacturer"], Membership.Role.VIEWER, "manufacturer-viewer")
+    dispatch = reverse("api-shipment-dispatch", args=[world.planned.pk])
+
+    assert viewer.client().get(reverse("api-shipment-detail", args=[world.planned.pk])).status_code == 200
+    response = viewer.client().post(dispatch, {}, format="json")
+    assert response.status_code == 403
+    assert "read-only" in response.json()["detail"]
+    response = viewer.client().post(reverse("api-product-list"), BODIES["api-product-list"](world), format="json")
+    assert response.status_code == 403
+    world.planned.refresh_from_db()
+    assert world.planned.status == Shipment.Status.PLANNED
+    assert Product.objects.count() == 2
+
+    assert world["manufacturer"].client().post(dispatch, {}, format="json").status_code == 200
+
+
+def test_an_administrator_adds_a_site_to_its_own_organisation(world: World) -> None:
+    admin = member_of(world["manufacturer"], Membership.Role.ADMIN, "manufacturer-admin")
+    body = BODIES["api-site-list"](world)
+
+    response = admin.client().post(reverse("api-site-list"), body, format="json")
+
+    assert response.status_code == 201, response.json()
+    site = Site.objects.get(gln=body["gln"])
+    assert site.organisation == admin.organisation
+    assert response.json()["organisation"]["gln"] == admin.organisation.gln
+
+
+def test_the_token_endpoint_issues_a_token_that_signs_requests_in(world: World) -> None:
+    client = APIClient()
+    response = client.post(
+        reverse("api-token"), {"username": "pharmacy", "password": PASSWORD}, format="json"
+    )
+    assert response.status_code == 200
+    key = response.json()["token"]
+    assert Token.objects.get(key=key).user == world["pharmacy"].user
+
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert client.get(reverse("api-me")).json()["username"] == "pharmacy"
+    assert client.get(reverse("api-shipment-detail", args=[world.in_transit.pk])).status_code == 200
+    assert client.get(reverse("api-product-detail", args=[world.competitor_product.pk])).status_code == 404
+
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key[:-1]}x")
+    assert client.get(reverse("api-me")).status_code == 401
+
+
+def test_the_token_endpoint_refuses_a_wrong_password(world: World) -> None:
+    response = APIClient().post(
+        reverse("api-token"), {"username": "pharmacy", "password": "wrong"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": ["Unable to sign in with these credentials."]}
+    assert not Token.objects.exists()
+
+
+def test_me_says_who_i_am_and_for_whom_i_work(world: World) -> None:
+    carrier = world["carrier"]
+
+    response = carrier.client().get(reverse("api-me"))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "username": "carrier",
+        "role": "operator",
+        "organisation": {"name": "Carrier", "kind": "logistics", "gln": carrier.organisation.gln},
+    }
