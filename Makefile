@@ -23,7 +23,7 @@ test: $(STAMP)
 	DEBUG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	DEBUG=1 $(BIN)/python -m bench
+	DEBUG=1 $(BIN)/python manage.py bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

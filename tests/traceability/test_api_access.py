@@ -123,6 +123,12 @@ TABLE: dict[str, dict[str, Cells]] = {
 # The world -------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Argon2 costs ~0.15 s a hash and every persona gets one; what is tested here is who may do what."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @dataclass
 class World:
     personas: dict[str, Persona]
@@ -158,9 +164,7 @@ def register_stock(persona: Persona, *, lot: str = "L1", serials: int = 3) -> Ba
     )
 
 
-def plan_shipment(
-    shipper: Persona, carrier: Persona, consignee: Persona, batch: Batch, quantity: int = 10
-) -> Shipment:
+def plan_shipment(shipper: Persona, carrier: Persona, consignee: Persona, batch: Batch, quantity: int = 10) -> Shipment:
     return services.shipment_create(
         actor=shipper.user,
         carrier=carrier.organisation,
@@ -172,6 +176,11 @@ def plan_shipment(
 
 
 def build_world(personas: dict[str, Persona]) -> World:
+    for persona in personas.values():
+        # UserFactory sets the password on the instance only (skip_postgeneration_save);
+        # without saving it nobody could sign in with it, and a session made by
+        # force_login would be dropped on the next request (its auth hash would not match).
+        persona.user.save(update_fields=["password"])
     manufacturer, carrier, pharmacy = personas["manufacturer"], personas["carrier"], personas["pharmacy"]
     batch = register_stock(manufacturer)
     planned = plan_shipment(manufacturer, carrier, pharmacy, batch)
@@ -377,9 +386,7 @@ def test_a_carrier_that_held_the_goods_still_sees_the_shipment(world: World) -> 
 
 
 def member_of(persona: Persona, role: str, username: str) -> Persona:
-    membership = factories.MembershipFactory(
-        organisation=persona.organisation, role=role, user__username=username
-    )
+    membership = factories.MembershipFactory(organisation=persona.organisation, role=role, user__username=username)
     return Persona(username, membership.user, persona.organisation, persona.site)
 
 
@@ -414,9 +421,7 @@ def test_an_administrator_adds_a_site_to_its_own_organisation(world: World) -> N
 
 def test_the_token_endpoint_issues_a_token_that_signs_requests_in(world: World) -> None:
     client = APIClient()
-    response = client.post(
-        reverse("api-token"), {"username": "pharmacy", "password": PASSWORD}, format="json"
-    )
+    response = client.post(reverse("api-token"), {"username": "pharmacy", "password": PASSWORD}, format="json")
     assert response.status_code == 200
     key = response.json()["token"]
     assert Token.objects.get(key=key).user == world["pharmacy"].user
@@ -431,9 +436,7 @@ def test_the_token_endpoint_issues_a_token_that_signs_requests_in(world: World) 
 
 
 def test_the_token_endpoint_refuses_a_wrong_password(world: World) -> None:
-    response = APIClient().post(
-        reverse("api-token"), {"username": "pharmacy", "password": "wrong"}, format="json"
-    )
+    response = APIClient().post(reverse("api-token"), {"username": "pharmacy", "password": "wrong"}, format="json")
     assert response.status_code == 400
     assert response.json() == {"non_field_errors": ["Unable to sign in with these credentials."]}
     assert not Token.objects.exists()

@@ -161,7 +161,9 @@ class CustodyEventOut(serializers.ModelSerializer[CustodyEvent]):
         fields = ["kind", "from_organisation", "to_organisation", "site", "location", "occurred_at", "note"]
 
 
-class ShipmentOut(serializers.ModelSerializer[Shipment]):
+class ShipmentSummaryOut(serializers.ModelSerializer[Shipment]):
+    """A shipment in a list: who, where, what, and its state."""
+
     shipper = OrganisationRef()
     carrier = OrganisationRef()
     consignee = OrganisationRef()
@@ -169,6 +171,30 @@ class ShipmentOut(serializers.ModelSerializer[Shipment]):
     origin = SiteRef()
     destination = SiteRef()
     items = ShipmentItemOut(many=True)
+
+    class Meta:
+        model = Shipment
+        fields = [
+            "id",
+            "reference",
+            "status",
+            "shipper",
+            "carrier",
+            "consignee",
+            "custodian",
+            "origin",
+            "destination",
+            "items",
+            "created_at",
+            "dispatched_at",
+            "closed_at",
+            "rejection_reason",
+        ]
+
+
+class ShipmentOut(ShipmentSummaryOut):
+    """A shipment in full: its summary, temperature contract and custody history."""
+
     contract = ContractOut()
     custody = CustodyEventOut(many=True, source="custody_events")
 

@@ -152,6 +152,7 @@ def _batches(request: Request) -> QuerySet[Batch]:
         selectors.visible_batches(_organisation(request))
         .select_related("product")
         .annotate(serial_count=Count("serials"))
+        .order_by("-created_at", "-id")  # GROUP BY queries drop Meta.ordering
     )
 
 
@@ -223,20 +224,28 @@ class SerialQR(APIView):
 
 
 def _shipments(request: Request) -> QuerySet[Shipment]:
-    custody = CustodyEvent.objects.select_related("from_organisation", "to_organisation", "site")
     return (
         selectors.visible_shipments(_organisation(request))
-        .select_related("shipper", "carrier", "consignee", "custodian", "origin", "destination", "contract")
-        .prefetch_related("items__batch__product", "contract__rules", Prefetch("custody_events", queryset=custody))
+        .select_related("shipper", "carrier", "consignee", "custodian", "origin", "destination")
+        .prefetch_related("items__batch__product")
+    )
+
+
+def _shipments_in_full(request: Request) -> QuerySet[Shipment]:
+    custody = CustodyEvent.objects.select_related("from_organisation", "to_organisation", "site")
+    return (
+        _shipments(request)
+        .select_related("contract")
+        .prefetch_related("contract__rules", Prefetch("custody_events", queryset=custody))
     )
 
 
 def _shipment_out(request: Request, shipment: Shipment, code: int = status.HTTP_200_OK) -> Response:
-    return Response(s.ShipmentOut(_shipments(request).get(pk=shipment.pk)).data, status=code)
+    return Response(s.ShipmentOut(_shipments_in_full(request).get(pk=shipment.pk)).data, status=code)
 
 
 class ShipmentList(generics.ListAPIView[Shipment]):
-    serializer_class = s.ShipmentOut
+    serializer_class = s.ShipmentSummaryOut
     filterset_class = filters.ShipmentFilter
 
     def get_queryset(self) -> QuerySet[Shipment]:
@@ -244,7 +253,7 @@ class ShipmentList(generics.ListAPIView[Shipment]):
             return Shipment.objects.none()
         return _shipments(self.request)
 
-    @extend_schema(request=s.ShipmentIn, responses={201: s.ShipmentOut, **ERRORS})
+    @extend_schema(request=s.ShipmentIn, responses={201: s.ShipmentOut, **ERRORS})  # created: in full
     def post(self, request: Request) -> Response:
         data = _valid(s.ShipmentIn, request)
         visible = selectors.visible_batches(_organisation(request)).in_bulk([item["batch"] for item in data["items"]])
@@ -267,7 +276,11 @@ class ShipmentList(generics.ListAPIView[Shipment]):
 
 class ShipmentDetail(generics.RetrieveAPIView[Shipment]):
     serializer_class = s.ShipmentOut
-    get_queryset = ShipmentList.get_queryset
+
+    def get_queryset(self) -> QuerySet[Shipment]:
+        if _schema_only(self):
+            return Shipment.objects.none()
+        return _shipments_in_full(self.request)
 
 
 class ShipmentDispatch(APIView):
