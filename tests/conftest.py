@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
@@ -19,7 +20,11 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from tests.factories import MembershipFactory, OrganisationFactory, SiteFactory
+from traceability.celery import app as celery_app
 from traceability.models import Membership, Organisation, Site
+
+# Tasks enqueued on commit run in the test's process; the worker path has its own tests.
+celery_app.conf.task_always_eager = True
 
 Kind = Organisation.Kind
 PERSONAS = {
@@ -49,6 +54,43 @@ class Persona:
 def _fresh_cache() -> None:
     """Throttle counters live in the cache; each test starts with none."""
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A fast password hasher (Argon2 costs a second per user) and a ledger key of the tests' own."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.LEDGER_KEY_FILE = tmp_path_factory.getbasetemp() / "ledger.key"
+    settings.LEDGER_CREATE_KEY = True
+
+
+@pytest.fixture(autouse=True)
+def _ledger_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Transactional tests end with a flush, which the append-only ledger tables refuse.
+
+    Only for the flush at the end of such a test: on PostgreSQL triggers are
+    disabled for the session (superuser only), on SQLite they are dropped and
+    come back at the start of the next test.
+    """
+    if not {"transactional_db", "live_server"} & set(request.fixturenames):
+        yield
+        return
+    from django.db import connection
+
+    from ledger import triggers
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = origin")
+        for sql in triggers.create_statements(connection.vendor):
+            cursor.execute(sql)
+    yield
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        else:
+            for sql in triggers.drop_statements(connection.vendor):
+                cursor.execute(sql)
 
 
 def make_persona(name: str, kind: str, role: str = Membership.Role.OPERATOR) -> Persona:

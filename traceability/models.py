@@ -16,10 +16,11 @@ from django.utils.translation import gettext_lazy as _
 
 from traceability import coldchain, gs1
 
-GLN_REGEX = r"^[0-9]{13}$"
-GTIN14_REGEX = r"^[0-9]{14}$"
+# \A and \Z mean the same in Python (SQLite) and PostgreSQL; $ would let a final newline through.
+GLN_REGEX = r"\A[0-9]{13}\Z"
+GTIN14_REGEX = r"\A[0-9]{14}\Z"
 # GS1 AI encodable character set 82, 1 to 20 characters (lots, serials).
-CSET82_REGEX = r"^[-!\"%&'()*+,./0-9:;<=>?A-Z_a-z]{1,20}$"
+CSET82_REGEX = r"\A[-!\"%&'()*+,./0-9:;<=>?A-Z_a-z]{1,20}\Z"
 
 
 class OrganisationKind(models.TextChoices):
@@ -68,7 +69,7 @@ class Site(models.Model):
         ordering = ["organisation__name", "name"]
         constraints = [
             models.CheckConstraint(condition=Q(gln__regex=GLN_REGEX), name="site_gln_13_digits"),
-            models.CheckConstraint(condition=Q(country__regex=r"^[A-Z]{2}$"), name="site_country_iso"),
+            models.CheckConstraint(condition=Q(country__regex=r"\A[A-Z]{2}\Z"), name="site_country_iso"),
         ]
 
     def __str__(self) -> str:
@@ -302,7 +303,7 @@ class TemperatureContract(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(mkt_limit_celsius__isnull=True, mkt_window_seconds__isnull=True)
-                | Q(mkt_limit_celsius__isnull=False, mkt_window_seconds__gt=0),
+                | Q(mkt_limit_celsius__isnull=False, mkt_window_seconds__isnull=False, mkt_window_seconds__gt=0),
                 name="contract_mkt_limit_with_window",
             ),
         ]

@@ -10,6 +10,7 @@ actor may not see never reaches a service.
 from __future__ import annotations
 
 import datetime
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from traceability.models import (
 Kind = Organisation.Kind
 
 MAX_SERIALS_PER_CALL = 100_000
+MAX_BUDGET_MINUTES = 365 * 24 * 60
+LOGGING_INTERVALS = range(10, 24 * 3600 + 1)  # seconds
 # Serial alphabet: digits and capitals without I and O, which people misread.
 SERIAL_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 SERIAL_LENGTH = 12  # 34**12 ~ 2.4e18: guessing a valid serial is hopeless
@@ -93,6 +96,8 @@ def product_register(
     gtin14 = _gs1("gtin", gs1.normalize_gtin, gtin)
     if storage_profile not in coldchain.StorageProfile:
         raise ValidationError({"storage_profile": f"must be one of {', '.join(coldchain.StorageProfile)}."})
+    if not 0 <= stability_budget_minutes <= MAX_BUDGET_MINUTES:
+        raise ValidationError({"stability_budget_minutes": f"must be 0 to {MAX_BUDGET_MINUTES} (a year)."})
     if Product.objects.filter(gtin=gtin14).exists():
         raise ValidationError({"gtin": f"GTIN {gtin14} is already registered."})
     return Product.objects.create(
@@ -132,7 +137,7 @@ def batch_register(
         errors["manufactured_on"] = "lies in the future."
     if expires_on <= manufactured_on:
         errors["expires_on"] = "must be after the manufacturing date."
-    elif expires_on <= today:
+    elif expires_on < today:
         errors["expires_on"] = "has passed; an expired batch cannot be registered."
     if quantity < 1:
         errors["quantity"] = "must be at least 1."
@@ -204,6 +209,8 @@ def shipment_create(
         errors["carrier"] = "must be a logistics provider, or your own organisation."
     if consignee.kind == Kind.REGULATOR:
         errors["consignee"] = "a regulator does not receive goods."
+    if logging_interval_seconds not in LOGGING_INTERVALS:
+        errors["logging_interval_seconds"] = "must be 10 seconds to 24 hours."
     if not items:
         errors["items"] = "a shipment carries at least one batch."
     elif len({item.batch.pk for item in items}) != len(items):
@@ -211,7 +218,11 @@ def shipment_create(
     if errors:
         raise ValidationError(errors)
 
-    locked = Batch.objects.select_for_update().select_related("product").in_bulk([item.batch.pk for item in items])
+    locked = (
+        Batch.objects.select_for_update(of=("self",))
+        .select_related("product")
+        .in_bulk([item.batch.pk for item in items])
+    )
     today = timezone.localdate()
     for index, item in enumerate(items):
         batch = locked[item.batch.pk]
@@ -305,13 +316,14 @@ def shipment_dispatch(*, actor: User, shipment: Shipment, occurred_at: datetime.
         raise PermissionDenied("Only the shipper dispatches a shipment.")
     if shipment.status != Shipment.Status.PLANNED:
         raise ValidationError({"status": f"shipment is {shipment.status}; only a planned shipment is dispatched."})
+    today = timezone.localdate()
     blocked = [
         str(item.batch)
         for item in shipment.items.select_related("batch__product")
-        if item.batch.status != Batch.Status.ACTIVE
+        if item.batch.status != Batch.Status.ACTIVE or item.batch.is_expired(today)
     ]
     if blocked:
-        raise ValidationError({"items": f"batches no longer active: {', '.join(blocked)}."})
+        raise ValidationError({"items": f"batches no longer active or past expiry: {', '.join(blocked)}."})
     when = _occurred_at(occurred_at, not_before=shipment.created_at)
     CustodyEvent.objects.create(
         shipment=shipment,
@@ -434,6 +446,8 @@ def site_create(
     if actor.membership.role != Membership.Role.ADMIN:
         raise PermissionDenied("Only an administrator adds sites.")
     gln = _gs1("gln", gs1.validate_gln, gln)
+    if not re.fullmatch(r"[A-Za-z]{2}", country):
+        raise ValidationError({"country": "an ISO 3166-1 alpha-2 code, e.g. DE."})
     if Site.objects.filter(gln=gln).exists():
         raise ValidationError({"gln": f"GLN {gln} is already in use."})
     return Site.objects.create(

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "ledger",
     "traceability",
 ]
 
@@ -207,6 +208,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "OrganisationKindEnum": "traceability.models.OrganisationKind",
         "CustodyKindEnum": "traceability.models.CustodyKind",
+        "BatchStatusEnum": "traceability.models.BatchStatus",
+        "SerialStatusEnum": "traceability.models.SerialStatus",
+        "ShipmentStatusEnum": "traceability.models.ShipmentStatus",
     },
 }
 
@@ -233,6 +237,16 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+
+# The ledger (spec/ledger.md): its origin names the log and its key.
+LEDGER_ORIGIN = env.str("LEDGER_ORIGIN", default="ledger.coldtrace.local")
+LEDGER_KEY_FILE = env.path("LEDGER_KEY_FILE", default=VAR_DIR / "ledger.key")
+# Development creates the key on first use (mode 0600); production must mount one.
+LEDGER_CREATE_KEY = env.bool("LEDGER_CREATE_KEY", default=DEBUG)
+CELERY_BEAT_SCHEDULE = {
+    "ledger-sequence": {"task": "ledger.tasks.sequence", "schedule": 1.0},
+    "ledger-checkpoint": {"task": "ledger.tasks.checkpoint", "schedule": 5.0},
+}
 
 MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")
 

@@ -52,81 +52,75 @@ def members(status: int, **exceptions: int) -> Cells:
     return cells | exceptions
 
 
-def api(**methods: Cells) -> dict[str, Cells]:
-    """An API URL: the methods not named are refused, 405 for members (401 before that for anonymous)."""
+def members_only(**methods: Cells) -> dict[str, Cells]:
+    """A view that checks sign-in first: methods not named are 405 for members, 401 for anonymous callers."""
     return {method: methods.get(method, members(405)) for method in METHODS}
 
 
-def page(**methods: Cells) -> dict[str, Cells]:
-    """A Django page: the methods not named are 405 for everyone, signed in or not."""
+def anyone(**methods: Cells) -> dict[str, Cells]:
+    """A view that checks the method first (pages, and API views needing no sign-in): others are 405 for all."""
     return {method: methods.get(method, everyone(405)) for method in METHODS}
 
 
 # The manufacturer's own objects: visible to the parties of the shipments
 # carrying them and to the regulator; the competitor and the uninvolved
 # carrier2 are told they do not exist.
-MANUFACTURERS_OBJECT = members(200, competitor=404, carrier2=404)
-ONLY = {"competitor": 404, "carrier2": 404}  # shorthand for the two outsiders
+OUTSIDERS = {"competitor": 404, "carrier2": 404}
+MANUFACTURERS_OBJECT = members(200, **OUTSIDERS)
 
 TABLE: dict[str, dict[str, Cells]] = {
     # Pages. "home" asks anonymous visitors to sign in; accounts/login/ re-renders
     # its (empty, so invalid) form on POST and on PUT, which Django's FormView
     # treats as POST; logout accepts POST only and redirects.
-    "home": page(GET=members(200, anonymous=302)),
-    "health": page(GET=everyone(200)),
-    "login": page(GET=everyone(200), POST=everyone(200), PUT=everyone(200)),
-    "logout": page(POST=everyone(302)),
+    "home": anyone(GET=members(200, anonymous=302)),
+    "health": anyone(GET=everyone(200)),
+    "login": anyone(GET=everyone(200), POST=everyone(200), PUT=everyone(200)),
+    "logout": anyone(POST=everyone(302)),
     # The whole admin/ subtree is one row, checked on /admin/: nobody in the
     # world is staff, so every method sends every persona to the admin login.
     "admin/": {method: everyone(302) for method in METHODS},
     # Identity. The token endpoint takes no authentication: the manufacturer's
     # credentials in the body earn a token whoever sends them.
-    "api-token": page(POST=everyone(200)),
-    "api-me": api(GET=members(200)),
+    "api-token": anyone(POST=everyone(200)),
+    "api-me": members_only(GET=members(200)),
     # The directory: every member reads every organisation and site.
-    "api-organisation-list": api(GET=members(200)),
-    "api-organisation-detail": api(GET=members(200)),
+    "api-organisation-list": members_only(GET=members(200)),
+    "api-organisation-detail": members_only(GET=members(200)),
     # Only an administrator adds a site, and every persona is an operator.
-    "api-site-list": api(GET=members(200), POST=members(403)),
-    "api-site-detail": api(GET=members(200)),
+    "api-site-list": members_only(GET=members(200), POST=members(403)),
+    "api-site-detail": members_only(GET=members(200)),
     # Any manufacturer registers its own product; nobody else registers any.
-    "api-product-list": api(GET=members(200), POST=members(403, manufacturer=201, competitor=201)),
-    "api-product-detail": api(GET=MANUFACTURERS_OBJECT),
+    "api-product-list": members_only(GET=members(200), POST=members(403, manufacturer=201, competitor=201)),
+    "api-product-detail": members_only(GET=MANUFACTURERS_OBJECT),
     # A batch of the manufacturer's product: the manufacturer registers it;
     # those who see the product (carrier, pharmacy, regulator) are refused;
     # those who do not see it are told no product of theirs has that GTIN.
-    "api-batch-list": api(GET=members(200), POST=members(403, manufacturer=201, competitor=400, carrier2=400)),
-    "api-batch-detail": api(GET=MANUFACTURERS_OBJECT),
-    "api-batch-serials": api(GET=MANUFACTURERS_OBJECT),
-    "api-batch-qr": api(GET=MANUFACTURERS_OBJECT),
-    "api-serial-qr": api(GET=MANUFACTURERS_OBJECT),
+    "api-batch-list": members_only(GET=members(200), POST=members(403, manufacturer=201, competitor=400, carrier2=400)),
+    "api-batch-detail": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-batch-serials": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-batch-qr": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-serial-qr": members_only(GET=MANUFACTURERS_OBJECT),
     # Five units of the manufacturer's batch from its site to the pharmacy's:
     # the manufacturer plans it; the regulator ships nothing; those who cannot
     # see the batch are told so; the carrier and pharmacy see it but the
     # origin is not their site (400 naming "origin").
-    "api-shipment-list": api(
+    "api-shipment-list": members_only(
         GET=members(200), POST=members(400, manufacturer=201, regulator=403, competitor=400, carrier2=400)
     ),
-    "api-shipment-detail": api(GET=MANUFACTURERS_OBJECT),
+    "api-shipment-detail": members_only(GET=MANUFACTURERS_OBJECT),
     # On the planned shipment: only its shipper dispatches it.
-    "api-shipment-dispatch": api(POST=members(403, manufacturer=200, **ONLY)),
+    "api-shipment-dispatch": members_only(POST=members(403, manufacturer=200, **OUTSIDERS)),
     # On the shipment in transit: only the custodian (the carrier) hands it on, to carrier2.
-    "api-shipment-handover": api(POST=members(403, carrier=200, **ONLY)),
+    "api-shipment-handover": members_only(POST=members(403, carrier=200, **OUTSIDERS)),
     # On the shipment in transit: only the consignee receives it.
-    "api-shipment-receive": api(POST=members(403, pharmacy=200, **ONLY)),
+    "api-shipment-receive": members_only(POST=members(403, pharmacy=200, **OUTSIDERS)),
     # The API's description is public.
-    "api-schema": page(GET=everyone(200)),
-    "api-docs": page(GET=everyone(200)),
+    "api-schema": anyone(GET=everyone(200)),
+    "api-docs": anyone(GET=everyone(200)),
 }
 
 
 # The world -------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """Argon2 costs ~0.15 s a hash and every persona gets one; what is tested here is who may do what."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @dataclass
@@ -210,7 +204,7 @@ def _today_plus(days: int) -> str:
 
 def paths(world: World) -> dict[str, str]:
     """The URL each table row is checked on: the manufacturer's objects, in the state the row needs."""
-    batch, serial = world.batch.pk, world.batch.serials.first().serial  # type: ignore[union-attr]
+    batch, serial = world.batch.pk, world.batch.serials.values_list("serial", flat=True)[0]
     return {
         "home": reverse("home"),
         "health": reverse("health"),
@@ -358,6 +352,20 @@ def test_lists_show_each_persona_what_it_may_see(world: World) -> None:
         assert listed(persona, "api-product-list", "gtin") == gtins, name
         assert listed(persona, "api-batch-list", "gtin") == gtins, name
         assert listed(persona, "api-shipment-list", "reference") == references, name
+
+
+def test_the_competitors_objects_are_its_own_and_the_regulators(world: World) -> None:
+    theirs = world.competitor_batch
+    urls = [
+        reverse("api-product-detail", args=[theirs.product.pk]),
+        reverse("api-batch-detail", args=[theirs.pk]),
+        reverse("api-batch-serials", args=[theirs.pk]),
+        reverse("api-batch-qr", args=[theirs.pk, "svg"]),
+    ]
+    for name in SIGNED_IN:
+        expected = 200 if name in ("competitor", "regulator") else 404
+        for url in urls:
+            assert world[name].client().get(url).status_code == expected, (name, url)
 
 
 def test_the_directory_lists_every_organisation_and_site_to_every_member(world: World) -> None:

@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import datetime
+from typing import Any
+
+from django import forms
 from django_filters import rest_framework as f
+from django_filters.fields import IsoDateTimeField
 
 from traceability.models import Batch, Organisation, Product, SerialNumber, Shipment, Site
+
+
+MAX_ID = 2**63 - 1
+
+
+class IdFilter(f.NumberFilter):
+    """An object id: an integer the database can hold, or a 400."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(min_value=1, max_value=MAX_ID, **kwargs)
+
+
+class InRangeIsoDateTimeField(IsoDateTimeField):
+    def to_python(self, value: Any) -> datetime.datetime | None:
+        moment: datetime.datetime | None = super().to_python(value)
+        try:
+            return None if moment is None else moment.astimezone(datetime.UTC)
+        except OverflowError:
+            raise forms.ValidationError("lies outside the years 1 to 9999 in UTC.", code="invalid") from None
+
+
+class DateTimeFilter(f.IsoDateTimeFilter):
+    field_class = InRangeIsoDateTimeField
 
 
 class OrganisationFilter(f.FilterSet):
@@ -34,6 +64,7 @@ class BatchFilter(f.FilterSet):
     gtin = f.CharFilter(field_name="product__gtin")
     expires_before = f.DateFilter(field_name="expires_on", lookup_expr="lt")
     expires_after = f.DateFilter(field_name="expires_on", lookup_expr="gte")
+    product = IdFilter(field_name="product")
 
     class Meta:
         model = Batch
@@ -51,9 +82,9 @@ class ShipmentFilter(f.FilterSet):
     carrier = f.CharFilter(field_name="carrier__gln", help_text="GLN")
     consignee = f.CharFilter(field_name="consignee__gln", help_text="GLN")
     custodian = f.CharFilter(field_name="custodian__gln", help_text="GLN")
-    batch = f.NumberFilter(field_name="items__batch", distinct=True)
-    created_after = f.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = f.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    batch = IdFilter(field_name="items__batch", distinct=True)
+    created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Shipment

@@ -12,20 +12,28 @@ from rest_framework.parsers import JSONParser
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def _check_text(value: Any) -> None:
-    """Lone surrogates parse as JSON but cannot be stored as UTF-8; NUL cannot be stored in PostgreSQL."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise ParseError("JSON strings must be valid Unicode (no lone surrogates).") from error
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_text(key)
-            _check_text(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_text(item)
+MAX_DEPTH = 32
+
+
+def _check_values(data: Any) -> None:
+    """Refuses nesting deeper than MAX_DEPTH (no request needs it) and strings that cannot be stored.
+
+    Lone surrogates parse as JSON but are not UTF-8; PostgreSQL would refuse them.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels.")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise ParseError("JSON strings must be valid Unicode (no lone surrogates).") from error
+        elif isinstance(value, Mapping):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
 
 
 class StrictJSONParser(JSONParser):
@@ -37,7 +45,7 @@ class StrictJSONParser(JSONParser):
             data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, RecursionError) as error:
             raise ParseError(f"JSON parse error: {error}") from error
-        _check_text(data)
+        _check_values(data)
         return data
 
 

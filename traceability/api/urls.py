@@ -16,7 +16,14 @@ class ImageFormat:
         return value
 
 
+class Serial(ImageFormat):
+    """A GS1 serial (AI 21): CSET 82 without '/', at most 20 characters; anything else is a 404."""
+
+    regex = "[-!\"%&'()*+,.0-9:;<=>?A-Z_a-z]{1,20}"
+
+
 register_converter(ImageFormat, "image")
+register_converter(Serial, "serial")
 
 urlpatterns = [
     path("auth/token", views.TokenView.as_view(), name="api-token"),
@@ -32,7 +39,7 @@ urlpatterns = [
     path("batches/<int:pk>/serials/", views.BatchSerialList.as_view(), name="api-batch-serials"),
     path("batches/<int:pk>/qr.<image:image_format>", views.BatchQR.as_view(), name="api-batch-qr"),
     path(
-        "batches/<int:pk>/serials/<str:serial>/qr.<image:image_format>",
+        "batches/<int:pk>/serials/<serial:serial>/qr.<image:image_format>",
         views.SerialQR.as_view(),
         name="api-serial-qr",
     ),

@@ -47,14 +47,14 @@ def _organisation_by_gln(field: str, gln: str) -> Organisation:
     try:
         return Organisation.objects.get(gln=gln)
     except Organisation.DoesNotExist:
-        raise ValidationError({field: f"no organisation has GLN {gln!r}."}) from None
+        raise ValidationError({field: [f"no organisation has GLN {gln!r}."]}) from None
 
 
 def _site_by_gln(field: str, gln: str) -> Site:
     try:
         return Site.objects.get(gln=gln)
     except Site.DoesNotExist:
-        raise ValidationError({field: f"no site has GLN {gln!r}."}) from None
+        raise ValidationError({field: [f"no site has GLN {gln!r}."]}) from None
 
 
 def _valid(serializer_class: type[Serializer[Any]], request: Request) -> dict[str, Any]:
@@ -171,10 +171,10 @@ class BatchList(generics.ListAPIView[Batch]):
         try:
             gtin = gs1.normalize_gtin(data.pop("gtin"))
         except gs1.GS1Error as error:
-            raise ValidationError({"gtin": str(error)}) from error
+            raise ValidationError({"gtin": [str(error)]}) from error
         product = selectors.visible_products(_organisation(request)).filter(gtin=gtin).first()
         if product is None:
-            raise ValidationError({"gtin": f"none of your products has GTIN {gtin}."})
+            raise ValidationError({"gtin": [f"none of your products has GTIN {gtin}."]})
         batch = services.batch_register(actor=_actor(request), product=product, expires_on=data.pop("expiry"), **data)
         return Response(s.BatchOut(_batches(request).get(pk=batch.pk)).data, status=status.HTTP_201_CREATED)
 
@@ -259,7 +259,7 @@ class ShipmentList(generics.ListAPIView[Shipment]):
         visible = selectors.visible_batches(_organisation(request)).in_bulk([item["batch"] for item in data["items"]])
         missing = [item["batch"] for item in data["items"] if item["batch"] not in visible]
         if missing:
-            raise ValidationError({"items": f"no batch with id {missing[0]} is visible to you."})
+            raise ValidationError({"items": [f"no batch with id {missing[0]} is visible to you."]})
         shipment = services.shipment_create(
             actor=_actor(request),
             carrier=_organisation_by_gln("carrier", data["carrier"]),
