@@ -10,6 +10,7 @@ new complete Merkle subtrees so any proof costs O(log n) rows.
 from __future__ import annotations
 
 import datetime
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from functools import reduce
 from operator import or_
@@ -27,9 +28,12 @@ from django.utils import timezone
 from ledger import events, keys, merkle, note
 from ledger.models import Checkpoint, Entry, EntryReader, PendingEvent, SigningKey, TreeNode
 
+logger = logging.getLogger(__name__)
 SEQUENCER_LOCK = 0x6C6564676572  # "ledger": the advisory lock id on PostgreSQL
 BATCH_SIZE = 1000
 ZERO_HASH = "0" * 64
+SUBJECT_MAX = Entry._meta.get_field("subject").max_length or 200
+PARTY_MAX = EntryReader._meta.get_field("party").max_length or 64
 
 
 class LedgerError(RuntimeError):
@@ -50,20 +54,31 @@ def entry_append(*, type: str, subject: str, data: Mapping[str, Any], readers: I
     """
     if type not in events.EVENT_TYPES:
         raise ValueError(f"unknown ledger event type {type!r}; add it to ledger/events.py")
+    readers = sorted(set(readers))
+    if not 0 < len(subject) <= SUBJECT_MAX or any(not 0 < len(party) <= PARTY_MAX for party in readers):
+        raise ValueError(f"a subject has 1 to {SUBJECT_MAX} characters, a reader party 1 to {PARTY_MAX}")
     rfc8785.dumps(dict(data))  # raises for NaN, infinities, integers beyond 2**53
     event = PendingEvent.objects.create(
-        type=type, subject=subject, data=dict(data), readers=sorted(set(readers)), public=events.is_public(type)
+        type=type, subject=subject, data=dict(data), readers=readers, public=events.is_public(type)
     )
     transaction.on_commit(_wake_sequencer)
     return event
 
 
 def _wake_sequencer() -> None:
-    # At most one wake-up per half second: one sequencer run takes every pending event.
-    if cache.add("ledger:sequencer-woken", 1, timeout=0.5):
-        from ledger.tasks import sequence
+    """Asks a worker to sequence now; at most once a second, as one run takes every pending event.
 
+    Never raises: the event is already committed in the outbox, and beat runs
+    the sequencer every second anyway, so a broker outage only delays it.
+    """
+    if not cache.add("ledger:sequencer-woken", 1, timeout=1):  # whole seconds: Redis rounds down
+        return
+    from ledger.tasks import sequence
+
+    try:
         sequence.delay()
+    except Exception:  # the broker is down; the periodic run will pick the event up
+        logger.warning("could not wake the ledger sequencer; beat will sequence the event", exc_info=True)
 
 
 # Keys ------------------------------------------------------------------------
@@ -127,7 +142,14 @@ def entry_time(moment: datetime.datetime) -> str:
 
 def leaf_data(*, seq: int, time: str, type: str, subject: str, data: Mapping[str, Any], prev: str) -> bytes:
     """The entry's bytes: RFC 8785 canonical JSON (spec/ledger.md, "Entries")."""
-    entry = {"seq": seq, "time": time, "type": type, "subject": subject, "data": dict(data), "prev": prev}
+    entry: dict[str, Any] = {
+        "seq": seq,
+        "time": time,
+        "type": type,
+        "subject": subject,
+        "data": dict(data),
+        "prev": prev,
+    }
     return rfc8785.dumps(entry)
 
 
@@ -197,6 +219,8 @@ def checkpoint_sign(*, signers: Sequence[note.Signer] = ()) -> Checkpoint | None
     _lock()
     size = tree_size()
     latest = Checkpoint.objects.order_by("-size").first()
+    if latest is not None and latest.size > size:
+        raise LedgerError(f"checkpoint {latest.size} covers more entries than the {size} stored: entries are missing")
     if size == 0 or (latest is not None and latest.size == size):
         return latest
     root = root_at(size)

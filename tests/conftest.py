@@ -72,9 +72,13 @@ def _ledger_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
     disabled for the session (superuser only), on SQLite they are dropped and
     come back at the start of the next test.
     """
-    if not {"transactional_db", "live_server"} & set(request.fixturenames):
+    marker = request.node.get_closest_marker("django_db")
+    transactional = marker is not None and (marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    if not (transactional or {"transactional_db", "live_server"} & set(request.fixturenames)):
         yield
         return
+    # Set up the database first, so that this teardown runs before its flush.
+    request.getfixturevalue("transactional_db")
     from django.db import connection
 
     from ledger import triggers

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
+from django.http import HttpRequest
 
 from traceability.models import Batch, CustodyEvent, Organisation, Product, Shipment, ShipmentItem
 
@@ -64,3 +65,26 @@ def batch_available(*, organisation: Organisation, batch: Batch) -> int:
     )
     made = batch.quantity if batch.product.manufacturer_id == organisation.pk else 0
     return int(made + totals["received"] - totals["sent"])
+
+
+def ledger_party(organisation_id: int) -> str:
+    """How ledger entries name an organisation that may read them."""
+    return f"org:{organisation_id}"
+
+
+def ledger_reader_parties(request: HttpRequest) -> frozenset[str] | None:
+    """The ledger parties the caller reads as: None (everything) for a regulator, none when anonymous."""
+    membership = getattr(request.user, "membership", None) if request.user.is_authenticated else None
+    if membership is None:
+        return frozenset()
+    if membership.organisation.is_regulator:
+        return None
+    return frozenset({ledger_party(membership.organisation_id)})
+
+
+def shipment_parties(shipment: Shipment) -> set[int]:
+    """Organisations party to a shipment: shipper, carrier, consignee, every holder, every manufacturer on it."""
+    held = CustodyEvent.objects.filter(shipment=shipment).values_list("from_organisation", "to_organisation")
+    makers = ShipmentItem.objects.filter(shipment=shipment).values_list("batch__product__manufacturer", flat=True)
+    parties = {shipment.shipper_id, shipment.carrier_id, shipment.consignee_id, shipment.custodian_id}
+    return parties | {pk for pair in held for pk in pair} | set(makers)

@@ -10,17 +10,20 @@ actor may not see never reaches a service.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from ledger.services import entry_append
 from traceability import coldchain, gs1, selectors
 from traceability.models import (
     Batch,
@@ -76,6 +79,24 @@ def _occurred_at(value: datetime.datetime | None, *, not_before: datetime.dateti
     return when
 
 
+def _record(event_type: str, subject: str, data: dict[str, Any], parties: Iterable[int]) -> None:
+    """Appends the service's ledger entry, in the service's own transaction."""
+    entry_append(type=event_type, subject=subject, data=data, readers=map(selectors.ledger_party, parties))
+
+
+def _when(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _shipment_record(event_type: str, shipment: Shipment, **facts: Any) -> None:
+    _record(
+        event_type,
+        f"shipment:{shipment.reference}",
+        {"reference": shipment.reference, **facts},
+        selectors.shipment_parties(shipment),
+    )
+
+
 # Products and batches ------------------------------------------------------
 
 
@@ -100,7 +121,7 @@ def product_register(
         raise ValidationError({"stability_budget_minutes": f"must be 0 to {MAX_BUDGET_MINUTES} (a year)."})
     if Product.objects.filter(gtin=gtin14).exists():
         raise ValidationError({"gtin": f"GTIN {gtin14} is already registered."})
-    return Product.objects.create(
+    product = Product.objects.create(
         gtin=gtin14,
         name=name,
         dosage_form=dosage_form,
@@ -110,6 +131,22 @@ def product_register(
         freeze_sensitive=freeze_sensitive,
         stability_budget_minutes=stability_budget_minutes,
     )
+    _record(
+        "product.registered",
+        f"product:{product.gtin}",
+        {
+            "gtin": product.gtin,
+            "name": name,
+            "dosage_form": dosage_form,
+            "strength": strength,
+            "manufacturer": manufacturer.gln,
+            "storage_profile": storage_profile,
+            "freeze_sensitive": freeze_sensitive,
+            "stability_budget_minutes": stability_budget_minutes,
+        },
+        [manufacturer.pk],
+    )
+    return product
 
 
 @transaction.atomic
@@ -150,11 +187,26 @@ def batch_register(
     batch = Batch.objects.create(
         product=product, lot=lot, manufactured_on=manufactured_on, expires_on=expires_on, quantity=quantity
     )
-    _serials_create(batch, serial_count)
+    serials = _serials_create(batch, serial_count)
+    _record(
+        "batch.registered",
+        f"batch:{product.gtin}:{lot}",
+        {
+            "gtin": product.gtin,
+            "lot": lot,
+            "manufactured_on": manufactured_on.isoformat(),
+            "expiry": expires_on.isoformat(),
+            "quantity": quantity,
+            "serial_count": len(serials),
+            # The entry is public: it commits to the serials without revealing them to counterfeiters.
+            "serials_sha256": hashlib.sha256("\n".join(sorted(serials)).encode()).hexdigest(),
+        },
+        [manufacturer.pk],
+    )
     return batch
 
 
-def _serials_create(batch: Batch, count: int) -> None:
+def _serials_create(batch: Batch, count: int) -> set[str]:
     """Draws ``count`` fresh serials for the batch's GTIN, retrying the rare collision."""
     wanted: set[str] = set()
     while len(wanted) < count:
@@ -167,6 +219,7 @@ def _serials_create(batch: Batch, count: int) -> None:
     SerialNumber.objects.bulk_create(
         (SerialNumber(product=batch.product, batch=batch, serial=serial) for serial in wanted), batch_size=2000
     )
+    return wanted
 
 
 # Shipments -----------------------------------------------------------------
@@ -265,6 +318,20 @@ def shipment_create(
             logging_interval_seconds=logging_interval_seconds,
         ),
     )
+    _shipment_record(
+        "shipment.created",
+        shipment,
+        shipper=shipper.gln,
+        carrier=carrier.gln,
+        consignee=consignee.gln,
+        origin=origin.gln,
+        destination=destination.gln,
+        items=[
+            {"gtin": locked[item.batch.pk].product.gtin, "lot": locked[item.batch.pk].lot, "quantity": item.quantity}
+            for item in items
+        ],
+        storage_profile=profile.value,
+    )
     return shipment
 
 
@@ -304,7 +371,8 @@ def _contract_create(
 
 def _locked(shipment: Shipment) -> Shipment:
     """Re-reads the shipment under a row lock, so two transitions cannot interleave."""
-    return Shipment.objects.select_for_update().get(pk=shipment.pk)
+    related = ("shipper", "carrier", "consignee", "custodian", "origin", "destination")
+    return Shipment.objects.select_for_update(of=("self",)).select_related(*related).get(pk=shipment.pk)
 
 
 @transaction.atomic
@@ -338,6 +406,13 @@ def shipment_dispatch(*, actor: User, shipment: Shipment, occurred_at: datetime.
     shipment.dispatched_at = when
     shipment.custodian_id = shipment.carrier_id
     shipment.save(update_fields=["status", "dispatched_at", "custodian"])
+    _shipment_record(
+        "shipment.dispatched",
+        shipment,
+        **{"from": shipment.shipper.gln, "to": shipment.carrier.gln},
+        site=shipment.origin.gln,
+        occurred_at=_when(when),
+    )
     return shipment
 
 
@@ -387,6 +462,14 @@ def custody_transfer(
     )
     shipment.custodian = to_organisation
     shipment.save(update_fields=["custodian"])
+    _shipment_record(
+        "custody.transferred",
+        shipment,
+        **{"from": holder.gln, "to": to_organisation.gln},
+        site=None if site is None else site.gln,
+        location=location,
+        occurred_at=_when(event.occurred_at),
+    )
     return event
 
 
@@ -431,6 +514,14 @@ def shipment_receive(
         shipment.rejection_reason = reason
     shipment.closed_at = when
     shipment.save(update_fields=["status", "custodian", "closed_at", "rejection_reason"])
+    _shipment_record(
+        "shipment.delivered" if accept else "shipment.rejected",
+        shipment,
+        consignee=consignee.gln,
+        site=shipment.destination.gln,
+        occurred_at=_when(when),
+        reason=reason,
+    )
     return shipment
 
 

@@ -223,8 +223,11 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(_queue_dir / "queue"),
         "data_folder_out": str(_queue_dir / "queue"),
         "processed_folder": str(_queue_dir / "processed"),
+        "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
+    for _folder in ("queue", "processed", "control"):
+        (_queue_dir / _folder).mkdir(parents=True, exist_ok=True)
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TASK_SERIALIZER = "json"
@@ -241,6 +244,8 @@ CELERY_TIMEZONE = "UTC"
 # The ledger (spec/ledger.md): its origin names the log and its key.
 LEDGER_ORIGIN = env.str("LEDGER_ORIGIN", default="ledger.coldtrace.local")
 LEDGER_KEY_FILE = env.path("LEDGER_KEY_FILE", default=VAR_DIR / "ledger.key")
+# Who may read which entry: organisations are the parties entries name.
+LEDGER_READER_PARTIES = "traceability.selectors.ledger_reader_parties"
 # Development creates the key on first use (mode 0600); production must mount one.
 LEDGER_CREATE_KEY = env.bool("LEDGER_CREATE_KEY", default=DEBUG)
 CELERY_BEAT_SCHEDULE = {

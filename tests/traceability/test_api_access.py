@@ -27,6 +27,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from ledger import services as ledger
+from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona
 from traceability import services
@@ -117,6 +119,17 @@ TABLE: dict[str, dict[str, Cells]] = {
     # The API's description is public.
     "api-schema": anyone(GET=everyone(200)),
     "api-docs": anyone(GET=everyone(200)),
+    # The ledger (spec/ledger.md): checkpoints, keys and proofs are public, hashes
+    # only; an entry is readable by its parties and regulators, public types by
+    # anyone. The entry in the table is the planned shipment's "shipment.created".
+    "ledger-checkpoint": anyone(GET=everyone(200)),
+    "ledger-keys": anyone(GET=everyone(200)),
+    "ledger-entry-list": anyone(GET=everyone(200)),
+    "ledger-entry-detail": anyone(
+        GET={**everyone(200), "competitor": 404, "carrier2": 404, "anonymous": 404},
+    ),
+    "ledger-proof-inclusion": anyone(GET=everyone(200)),
+    "ledger-proof-consistency": anyone(GET=everyone(200)),
 }
 
 
@@ -170,11 +183,6 @@ def plan_shipment(shipper: Persona, carrier: Persona, consignee: Persona, batch:
 
 
 def build_world(personas: dict[str, Persona]) -> World:
-    for persona in personas.values():
-        # UserFactory sets the password on the instance only (skip_postgeneration_save);
-        # without saving it nobody could sign in with it, and a session made by
-        # force_login would be dropped on the next request (its auth hash would not match).
-        persona.user.save(update_fields=["password"])
     manufacturer, carrier, pharmacy = personas["manufacturer"], personas["carrier"], personas["pharmacy"]
     batch = register_stock(manufacturer)
     planned = plan_shipment(manufacturer, carrier, pharmacy, batch)
@@ -182,6 +190,7 @@ def build_world(personas: dict[str, Persona]) -> World:
         actor=manufacturer.user, shipment=plan_shipment(manufacturer, carrier, pharmacy, batch)
     )
     competitor_batch = register_stock(personas["competitor"], lot="C1")
+    ledger.ledger_commit()
     return World(
         personas=personas,
         product=batch.product,
@@ -204,6 +213,7 @@ def _today_plus(days: int) -> str:
 
 def paths(world: World) -> dict[str, str]:
     """The URL each table row is checked on: the manufacturer's objects, in the state the row needs."""
+    planned_created = Entry.objects.get(type="shipment.created", subject=f"shipment:{world.planned.reference}")
     batch, serial = world.batch.pk, world.batch.serials.values_list("serial", flat=True)[0]
     return {
         "home": reverse("home"),
@@ -231,6 +241,12 @@ def paths(world: World) -> dict[str, str]:
         "api-shipment-receive": reverse("api-shipment-receive", args=[world.in_transit.pk]),
         "api-schema": reverse("api-schema"),
         "api-docs": reverse("api-docs"),
+        "ledger-checkpoint": reverse("ledger-checkpoint"),
+        "ledger-keys": reverse("ledger-keys"),
+        "ledger-entry-list": reverse("ledger-entry-list"),
+        "ledger-entry-detail": reverse("ledger-entry-detail", args=[planned_created.seq]),
+        "ledger-proof-inclusion": reverse("ledger-proof-inclusion") + "?seq=0",
+        "ledger-proof-consistency": reverse("ledger-proof-consistency") + "?first=1",
     }
 
 

@@ -11,7 +11,6 @@ from django_filters.fields import IsoDateTimeField
 
 from traceability.models import Batch, Organisation, Product, SerialNumber, Shipment, Site
 
-
 MAX_ID = 2**63 - 1
 
 
