@@ -1,6 +1,8 @@
 # ColdTrace: `make demo` and `make test` are all a newcomer needs.
-# Django 6.1 needs Python 3.12 or newer; the first such interpreter on PATH is used.
-PYTHON ?= $(shell for p in python3.13 python3.12 python3; do \
+# Django 6.1 needs Python 3.12 or newer: the first such interpreter on PATH, or
+# else the oldest such one pyenv has installed (the lock was resolved on 3.12), is used (or set PYTHON=...).
+PYTHON ?= $(shell for p in python3.12 python3.13 python3.14 python3 \
+	$$(ls -d $$HOME/.pyenv/versions/3.*/bin/python3 2>/dev/null | sort -V); do \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
