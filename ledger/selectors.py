@@ -16,10 +16,12 @@ from ledger.verify import CheckpointRecord, EntryRecord, KeyRecord
 
 
 def readable_entries(request: HttpRequest) -> QuerySet[Entry]:
-    """The entries the caller may read: public ones, ones naming a party of theirs, or all.
+    """The entries the caller may read: public ones, all of a subject any entry names them a reader of, or all.
 
-    Who is which party is the project's business (``LEDGER_READER_PARTIES``);
-    the ledger imports nothing of it.
+    Readers are granted per subject: a carrier that takes over a shipment on the
+    way is named by the hand-over entry, and so reads the shipment's earlier
+    entries too. Who is which party is the project's business
+    (``LEDGER_READER_PARTIES``); the ledger imports nothing of it.
     """
     reader_parties: Callable[[HttpRequest], frozenset[str] | None] = import_string(settings.LEDGER_READER_PARTIES)
     parties = reader_parties(request)
@@ -27,7 +29,7 @@ def readable_entries(request: HttpRequest) -> QuerySet[Entry]:
         return Entry.objects.all()
     if not parties:
         return Entry.objects.filter(public=True)
-    named = EntryReader.objects.filter(entry=OuterRef("pk"), party__in=parties)
+    named = EntryReader.objects.filter(entry__subject=OuterRef("subject"), party__in=parties)
     return Entry.objects.filter(Q(public=True) | Exists(named))
 
 

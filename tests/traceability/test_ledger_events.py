@@ -92,3 +92,42 @@ def test_a_refused_step_leaves_no_event_behind(manufacturer: Persona, carrier: P
             actor=manufacturer.user, gtin=product.gtin, name="Again", dosage_form="x", storage_profile="2-8C"
         )
     assert PendingEvent.objects.count() == before
+
+
+def test_a_carrier_that_takes_over_on_the_way_reads_the_shipment_whole_history(
+    manufacturer: Persona, carrier: Persona, carrier2: Persona, pharmacy: Persona, competitor: Persona
+) -> None:
+    product = services.product_register(
+        actor=manufacturer.user, gtin="09506000134352", name="Vax", dosage_form="injection", storage_profile="2-8C"
+    )
+    today = datetime.date.today()
+    batch = services.batch_register(
+        actor=manufacturer.user,
+        product=product,
+        lot="L1",
+        manufactured_on=today,
+        expires_on=today + datetime.timedelta(days=300),
+        quantity=100,
+    )
+    shipment = services.shipment_create(
+        actor=manufacturer.user,
+        carrier=carrier.organisation,
+        consignee=pharmacy.organisation,
+        origin=manufacturer.site,
+        destination=pharmacy.site,
+        items=[services.ItemSpec(batch=batch, quantity=40)],
+    )
+    services.shipment_dispatch(actor=manufacturer.user, shipment=shipment)
+    ledger.entries_sequence()
+    created = Entry.objects.get(type="shipment.created").seq
+    assert carrier2.client().get(f"/api/v1/ledger/entries/{created}").status_code == 404
+    services.custody_transfer(actor=carrier.user, shipment=shipment, to_organisation=carrier2.organisation)
+    ledger.entries_sequence()
+    assert carrier2.client().get(f"/api/v1/ledger/entries/{created}").status_code == 200
+    assert competitor.client().get(f"/api/v1/ledger/entries/{created}").status_code == 404
+    listed = carrier2.client().get("/api/v1/ledger/entries/", {"subject": f"shipment:{shipment.reference}"}).json()
+    assert [entry["type"] for entry in listed["results"]] == [
+        "shipment.created",
+        "shipment.dispatched",
+        "custody.transferred",
+    ]

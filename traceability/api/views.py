@@ -23,7 +23,16 @@ from rest_framework.views import APIView
 from traceability import gs1, qr, selectors, services
 from traceability.api import filters
 from traceability.api import serializers as s
-from traceability.models import Batch, CustodyEvent, Organisation, Product, SerialNumber, Shipment, Site
+from traceability.models import (
+    Batch,
+    CustodyEvent,
+    Organisation,
+    Product,
+    SerialNumber,
+    Shipment,
+    ShipmentItem,
+    Site,
+)
 
 ERRORS = {
     400: OpenApiResponse(s.ErrorOut, description="Malformed input: each wrong field with its reason."),
@@ -227,7 +236,7 @@ def _shipments(request: Request) -> QuerySet[Shipment]:
     return (
         selectors.visible_shipments(_organisation(request))
         .select_related("shipper", "carrier", "consignee", "custodian", "origin", "destination")
-        .prefetch_related("items__batch__product")
+        .prefetch_related(Prefetch("items", queryset=ShipmentItem.objects.select_related("batch__product")))
     )
 
 
