@@ -225,3 +225,22 @@ def test_a_broker_outage_does_not_fail_the_committed_change(
         append(1)
     assert PendingEvent.objects.count() == 1  # kept for the periodic run
     assert services.entries_sequence() == 1
+
+
+def test_beat_sequences_every_second_and_checkpoints_at_least_every_ten_seconds() -> None:
+    from traceability.celery import app
+
+    app.loader.import_default_modules()
+    schedule = {entry["task"]: entry["schedule"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert schedule["ledger.tasks.sequence"] <= 1
+    assert schedule["ledger.tasks.checkpoint"] <= 10
+    assert set(schedule) <= set(app.tasks)  # the names are real tasks
+
+
+def test_the_checkpoint_task_sequences_then_signs() -> None:
+    from ledger import tasks
+
+    append(3)
+    assert tasks.checkpoint() == 3
+    assert tasks.checkpoint() == 3  # nothing new: the same checkpoint
+    assert Checkpoint.objects.count() == 1

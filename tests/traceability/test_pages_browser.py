@@ -86,3 +86,10 @@ def test_signing_out_returns_to_the_sign_in_page(page: object, demo: str) -> Non
     page.get_by_role("button", name="Sign out").click()  # type: ignore[attr-defined]
     page.goto(f"{demo}/")  # type: ignore[attr-defined]
     assert "/accounts/login/" in page.url  # type: ignore[attr-defined]
+
+
+def test_the_api_docs_page_renders_under_the_content_security_policy(page: object, demo: str) -> None:
+    page.goto(f"{demo}/api/v1/docs/")  # type: ignore[attr-defined]
+    page.get_by_text("ColdTrace API").first.wait_for()  # type: ignore[attr-defined]
+    page.get_by_text("/api/v1/shipments/").first.wait_for()  # type: ignore[attr-defined]
+    assert page.console_errors == []  # type: ignore[attr-defined]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.urls import path, register_converter
+from django.utils.csp import CSP
+from django.views.decorators.csp import csp_override
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from traceability.api import views
@@ -24,6 +27,12 @@ class Serial(ImageFormat):
 
 register_converter(ImageFormat, "image")
 register_converter(Serial, "serial")
+
+# Swagger UI (installed from the lock file, served from our static files) sets
+# inline styles; only its page allows them. Scripts stay 'self' only.
+api_docs = csp_override({**settings.SECURE_CSP, "style-src": [CSP.SELF, CSP.UNSAFE_INLINE]})(
+    SpectacularSwaggerSplitView.as_view(url_name="api-schema")
+)
 
 urlpatterns = [
     path("auth/token", views.TokenView.as_view(), name="api-token"),
@@ -49,5 +58,5 @@ urlpatterns = [
     path("shipments/<int:pk>/handover", views.ShipmentHandover.as_view(), name="api-shipment-handover"),
     path("shipments/<int:pk>/receive", views.ShipmentReceive.as_view(), name="api-shipment-receive"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", api_docs, name="api-docs"),
 ]
