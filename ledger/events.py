@@ -16,6 +16,13 @@ EVENT_TYPES = frozenset(
         "custody.transferred",
         "shipment.delivered",
         "shipment.rejected",
+        # cold-chain monitoring
+        "excursion.started",
+        "excursion.ended",
+        "contract.breached",
+        "alert.acknowledged",
+        "alert.resolved",
+        "readings.committed",
         # the ledger itself
         "key.rotated",
     }

@@ -1,16 +1,26 @@
-"""Cold-chain rules as plain data: storage profiles, contract rules, defaults.
+"""Cold-chain rules as plain data, and their evaluation over a logger's readings.
 
 Pure module (no Django) so the rules can be tested exhaustively and reused in
 reports. A contract is a list of rules of one shape, ``(band, threshold,
 duration, mode, severity)``, plus an arming period, a rolling MKT limit, a
 freeze-thaw count limit and a data-gap limit (DESIGN.md, "Temperature
 contracts"). Thresholds are inclusive: a threshold of 8.0 is crossed by 8.0.
+
+``evaluate`` judges readings against a contract on their own timestamps (event
+time, not arrival time): the same readings in any order, delivered any number
+of times, give the same ``Evaluation``; ``mkt`` is the USP <1079.2> mean
+kinetic temperature it uses.
 """
 
 from __future__ import annotations
 
+import datetime
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import groupby, pairwise
 
 
 class _Choices(StrEnum):
@@ -141,3 +151,366 @@ def merge_profiles(profiles: set[StorageProfile]) -> StorageProfile:
     if len(profiles) != 1:
         raise ValueError("items need different storage conditions; ship them separately")
     return next(iter(profiles))
+
+
+# --- evaluation: readings against a contract -----------------------------------
+
+MKT_ACTIVATION_KELVIN = 10_000.0  # ΔH/R, USP <1079.2>
+KELVIN_AT_ZERO_CELSIUS = 273.15
+# A freeze-thaw cycle needs a clear freeze and a clear thaw, so sensor noise
+# around 0 °C does not count: frozen at or below the WHO PQS E006 freeze
+# threshold, thawed again at or above the bottom of the 2-8 °C range.
+FREEZE_CELSIUS = -0.5
+THAW_CELSIUS = 2.0
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROS = 1_000_000  # time is integer microseconds inside: exact, hence order-independent
+
+
+@dataclass(frozen=True, order=True)
+class Sample:
+    """One reading: device time (aware; normalised to UTC) and temperature."""
+
+    at: datetime.datetime
+    celsius: float
+
+    def __post_init__(self) -> None:
+        _require_aware(self.at, "a reading's time")
+        if not math.isfinite(self.celsius) or self.celsius <= -KELVIN_AT_ZERO_CELSIUS:
+            raise ValueError(f"{self.celsius} °C is not a temperature; check the logger's sensor")
+        object.__setattr__(self, "at", self.at.astimezone(datetime.UTC))
+        object.__setattr__(self, "celsius", float(self.celsius))
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A rule, the MKT limit, the freeze-thaw limit or the data-gap limit firing.
+
+    ``key`` is ``"rule:<rule name>"``, ``"mkt"``, ``"freeze_thaw"`` or ``"gap"``;
+    with ``at`` it identifies the firing, and neither changes when later readings
+    arrive, so alerts and ledger entries can be keyed by them.
+    """
+
+    key: str
+    severity: Severity
+    at: datetime.datetime
+    detail: str
+
+
+@dataclass(frozen=True)
+class Excursion:
+    """A maximal run of readings outside the range, in one direction, that fired a rule.
+
+    Outside is inclusive (``>= max_celsius`` above, ``<= min_celsius`` below). A
+    blip that fired no rule is not an excursion, though its time still counts
+    toward cumulative budgets. ``ended_at`` is the time of the first reading no
+    longer outside in this direction (None while still out at the last reading);
+    ``duration_seconds`` is wall-clock time to ``ended_at``, or to the last reading.
+    """
+
+    direction: Band
+    started_at: datetime.datetime
+    ended_at: datetime.datetime | None
+    peak_celsius: float  # the warmest reading above, the coldest below
+    duration_seconds: int
+    triggers: tuple[Trigger, ...]  # the rule triggers fired by readings of this run, in time order
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    excursions: tuple[Excursion, ...]
+    triggers: tuple[Trigger, ...]  # every trigger, in time order
+    mkt_celsius: float | None  # over the window ending at the last reading; None: no window or no readings
+    stability_used_seconds: int  # evidenced time at or above max_celsius
+    freeze_thaw_cycles: int
+    last_reading_at: datetime.datetime | None
+
+
+def evaluate(
+    contract: Contract,
+    samples: Iterable[Sample],
+    *,
+    armed_from: datetime.datetime,
+    until: datetime.datetime | None = None,
+) -> Evaluation:
+    """Judge readings against a contract, on the readings' own timestamps.
+
+    A pure function of the set of readings: duplicates are dropped and the rest
+    sorted by ``(at, celsius)``, so order and redelivery change nothing. Readings
+    before ``armed_from`` (dispatch plus the arming period) are neither evaluated
+    nor counted. ``until`` (now, or delivery) serves only to detect a trailing
+    data gap; the last value is never extended to it, because missing data is a
+    gap, not a temperature.
+
+    Time: each value holds from its reading until the next one (the last holds
+    0 s), but at most ``max_gap_seconds``: time without data is not evidence of
+    any temperature. A gap neither resets a single-event timer nor adds to it
+    beyond the limit. Bands are inclusive (above: value >= threshold; below:
+    value <= threshold).
+
+    - single-event rule: fires once the value has been in its band continuously
+      for its duration (a duration of 0 fires at the first reading in band); a
+      reading outside the band resets the timer; once per continuous period;
+    - cumulative rule: fires once, when the total time in band reaches its
+      duration; never resets;
+    - ``mkt``: after each reading, the MKT of the readings of the trailing window
+      (see ``mkt``); judged once the readings span the whole window, so that a
+      warm first reading is not a 24-hour MKT breach; fires (breach) on going
+      above the limit, and again only after coming back to or below it. MKT
+      clears nothing: excursions and their triggers stand whatever the MKT;
+    - ``freeze_thaw``: a cycle is a reading at or below ``FREEZE_CELSIUS``
+      followed later by one at or above ``THAW_CELSIUS``; fires (alarm) once,
+      when the cycles exceed the contract's limit;
+    - ``gap``: fires (warning) at ``previous + max_gap_seconds`` when the next
+      reading, or ``until``, is further away than that; the first reading is
+      measured from ``armed_from``. Each gap fires once.
+    """
+    _require_aware(armed_from, "armed_from")
+    if until is not None:
+        _require_aware(until, "until")
+    readings = sorted({s for s in samples if s.at >= armed_from})
+    times = [_micros(s.at) for s in readings]
+    values = [s.celsius for s in readings]
+    holds = _holds(times, contract.max_gap_seconds * _MICROS)
+    fired = [firing for rule in contract.rules for firing in _fire(rule, times, values, holds)]
+    mkt_now, mkt_triggers = _rolling_mkt(contract, readings, holds)
+    cycles, thaw_triggers = _freeze_thaw(contract, times, values)
+    gap_triggers = _gaps(contract, times, _micros(armed_from), None if until is None else _micros(until))
+    triggers = [trigger for _, trigger in fired] + mkt_triggers + thaw_triggers + gap_triggers
+    above = sum(hold for value, hold in zip(values, holds, strict=True) if value >= contract.max_celsius)
+    return Evaluation(
+        excursions=_excursions(contract, times, values, fired),
+        triggers=tuple(sorted(triggers, key=_in_time_order)),
+        mkt_celsius=mkt_now,
+        stability_used_seconds=above // _MICROS,
+        freeze_thaw_cycles=cycles,
+        last_reading_at=readings[-1].at if readings else None,
+    )
+
+
+def mkt(samples: Sequence[Sample], *, max_hold_seconds: int | None = None) -> float:
+    """Mean kinetic temperature in °C, time-weighted (USP <1079.2>, ΔH/R = 10 000 K).
+
+    ``MKT = (ΔH/R) / -ln(Σ wᵢ·exp(-ΔH/(R·Tᵢ)) / Σ wᵢ) - 273.15`` with Tᵢ in kelvin.
+    Duplicates are dropped and readings sorted. A reading's weight is the time
+    its value holds: until the next reading, capped at ``max_hold_seconds`` if
+    given (time without data is no evidence); the last reading stands for as
+    long as the interval before it, so that the newest reading counts and equal
+    intervals give the classic equal-weight formula. One reading, or readings
+    that are all at one instant, are weighted equally.
+    """
+    readings = sorted(set(samples))
+    if not readings:
+        raise ValueError("the mean kinetic temperature needs at least one reading")
+    cap = None if max_hold_seconds is None else max_hold_seconds * _MICROS
+    weights = _mkt_weights(_holds([_micros(s.at) for s in readings], cap))
+    if not any(weights):
+        weights = [1] * len(readings)
+    exponents = [-MKT_ACTIVATION_KELVIN / (s.celsius + KELVIN_AT_ZERO_CELSIUS) for s in readings]
+    terms = [(w, x) for w, x in zip(weights, exponents, strict=True) if w]
+    top = max(x for _, x in terms)  # factored out, so that no term underflows to zero alone
+    mean = math.fsum(w * math.exp(x - top) for w, x in terms) / sum(w for w, _ in terms)
+    return MKT_ACTIVATION_KELVIN / -(math.log(mean) + top) - KELVIN_AT_ZERO_CELSIUS
+
+
+def _require_aware(at: datetime.datetime, what: str) -> None:
+    if at.utcoffset() is None:
+        raise ValueError(f"{what} ({at.isoformat()}) has no time zone; give it in UTC")
+
+
+def _micros(at: datetime.datetime) -> int:
+    return (at - _EPOCH) // datetime.timedelta(microseconds=1)
+
+
+def _moment(micros: int) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(microseconds=micros)
+
+
+def _holds(times: Sequence[int], cap: int | None) -> list[int]:
+    """How long each value holds: until the next reading, at most ``cap``; the last 0."""
+    gaps = [after - before for before, after in pairwise(times)] + [0] * bool(times)
+    return gaps if cap is None else [min(gap, cap) for gap in gaps]
+
+
+def _mkt_weights(holds: list[int]) -> list[int]:
+    return holds[:-1] + holds[-2:-1] if len(holds) > 1 else [0] * len(holds)
+
+
+def _in_band(band: Band, threshold: float, value: float) -> bool:
+    return value >= threshold if band == Band.ABOVE else value <= threshold
+
+
+def _fire(rule: Rule, times: list[int], values: list[float], holds: list[int]) -> list[tuple[int, Trigger]]:
+    """Where a rule fires: the index of the reading whose value made it fire, and the trigger."""
+    needed = rule.duration_seconds * _MICROS
+    single = rule.mode == Mode.SINGLE
+    fired: list[tuple[int, Trigger]] = []
+    in_band_for = 0  # this continuous period (single) or in total (cumulative)
+    may_fire = True
+    for index, (at, value, hold) in enumerate(zip(times, values, holds, strict=True)):
+        if not _in_band(rule.band, rule.threshold_celsius, value):
+            if single:
+                in_band_for, may_fire = 0, True
+            continue
+        if may_fire and in_band_for + hold >= needed:
+            fired.append((index, _rule_trigger(rule, _moment(at + needed - in_band_for))))
+            may_fire = False
+        in_band_for += hold
+    return fired
+
+
+def _rule_trigger(rule: Rule, at: datetime.datetime) -> Trigger:
+    detail = f"{rule.band} {_degrees(rule.threshold_celsius)}"
+    if rule.duration_seconds:
+        detail += f" for {_span(rule.duration_seconds)}"
+        if rule.mode == Mode.CUMULATIVE:
+            detail += " in total"
+    return Trigger(f"rule:{rule.name}", rule.severity, at, f"{detail} ({rule.name})")
+
+
+def _outside(contract: Contract, value: float) -> Band | None:
+    if value >= contract.max_celsius:
+        return Band.ABOVE
+    if value <= contract.min_celsius:
+        return Band.BELOW
+    return None
+
+
+def _excursions(
+    contract: Contract, times: list[int], values: list[float], fired: list[tuple[int, Trigger]]
+) -> tuple[Excursion, ...]:
+    by_reading: dict[int, list[Trigger]] = {}
+    for index, trigger in fired:
+        by_reading.setdefault(index, []).append(trigger)
+    excursions = []
+    for direction, run in groupby(range(len(values)), key=lambda index: _outside(contract, values[index])):
+        indexes = list(run)
+        triggers = sorted((t for index in indexes for t in by_reading.get(index, ())), key=_in_time_order)
+        if direction is None or not triggers:
+            continue
+        first, after = indexes[0], indexes[-1] + 1
+        ended = times[after] if after < len(times) else None
+        peak = max if direction is Band.ABOVE else min
+        excursions.append(
+            Excursion(
+                direction=direction,
+                started_at=_moment(times[first]),
+                ended_at=None if ended is None else _moment(ended),
+                peak_celsius=peak(values[first:after]),
+                duration_seconds=((times[-1] if ended is None else ended) - times[first]) // _MICROS,
+                triggers=tuple(triggers),
+            )
+        )
+    return tuple(excursions)
+
+
+def _rolling_mkt(contract: Contract, readings: list[Sample], holds: list[int]) -> tuple[float | None, list[Trigger]]:
+    """The MKT after each reading over the trailing window, in O(n) overall.
+
+    The window ending at reading k holds the readings taken in the
+    ``mkt_window_seconds`` up to and including it, weighted as ``mkt`` weighs
+    them; running sums gain each reading as it enters and lose it as it leaves.
+    """
+    if contract.mkt_window_seconds is None or not readings:
+        return None, []
+    window, limit = contract.mkt_window_seconds * _MICROS, contract.mkt_limit_celsius
+    times = [_micros(s.at) for s in readings]
+    terms = [math.exp(_MKT_SCALE - MKT_ACTIVATION_KELVIN / (s.celsius + KELVIN_AT_ZERO_CELSIUS)) for s in readings]
+    inside: deque[int] = deque()  # the window's readings before the newest
+    sums = _RunningSums()
+    triggers: list[Trigger] = []
+    current, above = 0.0, False
+    for k, at in enumerate(times):
+        if k:
+            inside.append(k - 1)
+            sums.add(holds[k - 1], terms[k - 1])
+        while inside and times[inside[0]] <= at - window:
+            oldest = inside.popleft()
+            sums.add(holds[oldest], terms[oldest], leaving=True)
+        mean = sums.mean_with(holds[k - 1] if k else 0, terms[k])  # the newest stands for the interval before it
+        if mean > 0.0:
+            current = MKT_ACTIVATION_KELVIN / (_MKT_SCALE - math.log(mean)) - KELVIN_AT_ZERO_CELSIUS
+        else:  # every term underflowed, which only readings near absolute zero do
+            current = mkt([readings[j] for j in (*inside, k)], max_hold_seconds=contract.max_gap_seconds)
+        if limit is None or at - times[0] < window:
+            continue  # not judged before the readings span the whole window
+        if current > limit and not above:
+            triggers.append(Trigger("mkt", Severity.BREACH, readings[k].at, _mkt_detail(current, contract)))
+        above = current > limit
+    return current, triggers
+
+
+class _RunningSums:
+    """Σw, Σw·term and Σterm over the readings in an MKT window.
+
+    Terms are exp(-ΔH/RT) scaled by exp(ΔH/R / 273.15), so they stay near 1.
+    """
+
+    def __init__(self) -> None:
+        self.count, self.weight, self.weighted, self.plain = 0, 0, 0.0, 0.0
+
+    def add(self, weight: int, term: float, *, leaving: bool = False) -> None:
+        sign = -1 if leaving else 1
+        self.count += sign
+        self.weight += sign * weight
+        self.weighted += sign * weight * term
+        self.plain += sign * term
+        if not self.count:
+            self.weighted = self.plain = 0.0  # no rounding carried over from readings gone
+
+    def mean_with(self, weight: int, term: float) -> float:
+        """The weighted mean term with one more reading; equal weights if no reading has any."""
+        if self.weight + weight:
+            return (self.weighted + weight * term) / (self.weight + weight)
+        return (self.plain + term) / (self.count + 1)
+
+
+_MKT_SCALE = MKT_ACTIVATION_KELVIN / KELVIN_AT_ZERO_CELSIUS
+
+
+def _mkt_detail(value: float, contract: Contract) -> str:
+    window, limit = contract.mkt_window_seconds or 0, contract.mkt_limit_celsius or 0.0
+    return f"MKT {value:.1f} °C over {_span(window)} > {_degrees(limit)}"
+
+
+def _freeze_thaw(contract: Contract, times: list[int], values: list[float]) -> tuple[int, list[Trigger]]:
+    limit, cycles, frozen = contract.freeze_thaw_limit, 0, False
+    triggers: list[Trigger] = []
+    for at, value in zip(times, values, strict=True):
+        if value <= FREEZE_CELSIUS:
+            frozen = True
+        elif frozen and value >= THAW_CELSIUS:
+            frozen, cycles = False, cycles + 1
+            if limit is not None and cycles == limit + 1:
+                detail = f"{cycles} freeze-thaw cycle{'s' * (cycles > 1)}, more than the limit of {limit}"
+                triggers.append(Trigger("freeze_thaw", Severity.ALARM, _moment(at), detail))
+    return cycles, triggers
+
+
+def _gaps(contract: Contract, times: list[int], armed_from: int, until: int | None) -> list[Trigger]:
+    limit = contract.max_gap_seconds * _MICROS
+    triggers = []
+    since = armed_from
+    for at in [*times, *([] if until is None else [until])]:
+        if at - since > limit:
+            detail = f"no reading for {_span(contract.max_gap_seconds)} after {_moment(since):%Y-%m-%d %H:%M:%S} UTC"
+            triggers.append(Trigger("gap", Severity.WARNING, _moment(since + limit), detail))
+        since = at
+    return triggers
+
+
+def _in_time_order(trigger: Trigger) -> tuple[datetime.datetime, str, str]:
+    return trigger.at, trigger.key, trigger.detail
+
+
+def _degrees(celsius: float) -> str:
+    text = f"{celsius:.2f}"
+    return f"{text.removesuffix('0') if text.endswith('0') else text} °C"
+
+
+def _span(seconds: int) -> str:
+    """``10 h 0 min``, ``30 min``, ``45 s``."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(hours or minutes)
+    return " ".join(parts + [f"{secs} s"] * bool(secs or not parts))

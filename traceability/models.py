@@ -397,3 +397,99 @@ class CustodyEvent(models.Model):
         return (
             f"{self.kind} {self.from_organisation_id}->{self.to_organisation_id} at {self.occurred_at:%Y-%m-%d %H:%M}"
         )
+
+
+class ExcursionDirection(models.TextChoices):
+    ABOVE = "above", _("Above range")
+    BELOW = "below", _("Below range")
+
+
+class Excursion(models.Model):
+    """A period outside the contract's range that fired at least one rule (device time)."""
+
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="excursions")
+    direction = models.CharField(max_length=5, choices=ExcursionDirection.choices)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    peak_celsius = models.FloatField()
+    duration_seconds = models.PositiveIntegerField()
+    rules = models.JSONField(default=list, help_text=_("the rules it fired"))
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    Direction = ExcursionDirection
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["shipment", "started_at"], name="excursion_once_per_start"),
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True) | Q(ended_at__gte=F("started_at")), name="excursion_ends_after_start"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} from {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class AlertSeverity(models.TextChoices):
+    INFO = "info", _("Info")
+    WARNING = "warning", _("Warning")
+    ALARM = "alarm", _("Alarm")
+    CRITICAL = "critical", _("Critical")
+
+
+class AlertStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    ACKNOWLEDGED = "acknowledged", _("Acknowledged")
+    RESOLVED = "resolved", _("Resolved")
+
+
+class Alert(models.Model):
+    """A contract rule (or the MKT, freeze-thaw or data-gap limit) fired for a shipment.
+
+    One open alert per shipment and rule: while it is open or acknowledged, the
+    rule firing again does not raise another.
+    """
+
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="alerts")
+    key = models.CharField(max_length=120, help_text=_('"rule:<name>", "mkt", "freeze_thaw" or "gap"'))
+    severity = models.CharField(max_length=10, choices=AlertSeverity.choices)
+    status = models.CharField(max_length=12, choices=AlertStatus.choices, default=AlertStatus.OPEN)
+    message = models.CharField(max_length=500)
+    triggered_at = models.DateTimeField(help_text=_("when the condition fired (device time)"))
+    raised_at = models.DateTimeField(default=timezone.now, editable=False)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledgement = models.TextField(blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.TextField(blank=True)
+
+    Severity = AlertSeverity
+    Status = AlertStatus
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shipment", "key"],
+                condition=Q(status__in=["open", "acknowledged"]),
+                name="alert_one_open_per_rule",
+            ),
+            models.UniqueConstraint(fields=["shipment", "key", "triggered_at"], name="alert_once_per_trigger"),
+            models.CheckConstraint(
+                condition=Q(severity__in=[s.value for s in AlertSeverity]), name="alert_severity_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="open") | Q(acknowledged_at__isnull=False) | Q(resolved_at__isnull=False),
+                name="alert_handled_has_time",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "raised_at"], name="alert_inbox")]
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.message}"

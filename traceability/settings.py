@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "ledger",
     "traceability",
+    "iot_ingest",
 ]
 
 MIDDLEWARE = [
@@ -251,6 +252,9 @@ LEDGER_CREATE_KEY = env.bool("LEDGER_CREATE_KEY", default=DEBUG)
 CELERY_BEAT_SCHEDULE = {
     "ledger-sequence": {"task": "ledger.tasks.sequence", "schedule": 1.0},
     "ledger-checkpoint": {"task": "ledger.tasks.checkpoint", "schedule": 5.0},
+    "inbox-sweep": {"task": "iot_ingest.tasks.sweep_inbox", "schedule": 15.0},
+    "evaluate-moving": {"task": "iot_ingest.tasks.evaluate_moving", "schedule": 60.0},
+    "readings-commit": {"task": "iot_ingest.tasks.commit_readings", "schedule": 180.0},
 }
 
 MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")

@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/ledger/", include("ledger.urls")),
+    path("api/v1/", include("iot_ingest.urls")),
     path("api/v1/", include("traceability.api.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import transaction
@@ -27,12 +28,15 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from iot_ingest import protocol
+from iot_ingest import services as ingest
+from iot_ingest.models import Reading
 from ledger import services as ledger
 from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona
 from traceability import services
-from traceability.models import Batch, Membership, Product, Shipment, Site
+from traceability.models import Alert, Batch, Membership, Product, Shipment, Site
 
 PASSWORD = "correct horse battery staple"  # the factories' password
 SIGNED_IN = ("manufacturer", "competitor", "carrier", "carrier2", "pharmacy", "regulator")
@@ -116,6 +120,23 @@ TABLE: dict[str, dict[str, Cells]] = {
     "api-shipment-handover": members_only(POST=members(403, carrier=200, **OUTSIDERS)),
     # On the shipment in transit: only the consignee receives it.
     "api-shipment-receive": members_only(POST=members(403, pharmacy=200, **OUTSIDERS)),
+    # Monitoring. Loggers: any member but a regulator registers its own; the
+    # manufacturer's logger (on the shipment in transit) is seen by its owner
+    # and the regulator. Only the owner puts it on a shipment; the shipment's
+    # other parties see the shipment but not the logger (400 naming device_id).
+    "ingest-readings": anyone(POST=everyone(400)),  # the message is the credential; {} is no message
+    "api-device-list": members_only(GET=members(200), POST=members(201, regulator=403)),
+    "api-device-detail": members_only(GET=members(404, manufacturer=200, regulator=200)),
+    "api-shipment-devices": members_only(POST=members(400, manufacturer=201, **OUTSIDERS)),
+    # Readings, excursions and alerts of the shipment in transit: its parties and the regulator.
+    "api-shipment-readings": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-reading-proof": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-shipment-excursions": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-alert-list": members_only(GET=members(200)),
+    "api-alert-detail": members_only(GET=MANUFACTURERS_OBJECT),
+    # The regulator sees alerts but the shipment's parties handle them.
+    "api-alert-acknowledge": members_only(POST=members(200, regulator=403, **OUTSIDERS)),
+    "api-alert-resolve": members_only(POST=members(200, regulator=403, **OUTSIDERS)),
     # The API's description is public.
     "api-schema": anyone(GET=everyone(200)),
     "api-docs": anyone(GET=everyone(200)),
@@ -187,9 +208,12 @@ def build_world(personas: dict[str, Persona]) -> World:
     batch = register_stock(manufacturer)
     planned = plan_shipment(manufacturer, carrier, pharmacy, batch)
     in_transit = services.shipment_dispatch(
-        actor=manufacturer.user, shipment=plan_shipment(manufacturer, carrier, pharmacy, batch)
+        actor=manufacturer.user,
+        shipment=plan_shipment(manufacturer, carrier, pharmacy, batch),
+        occurred_at=timezone.now() - datetime.timedelta(hours=1),
     )
     competitor_batch = register_stock(personas["competitor"], lot="C1")
+    watch(manufacturer, in_transit)
     ledger.ledger_commit()
     return World(
         personas=personas,
@@ -200,6 +224,22 @@ def build_world(personas: dict[str, Persona]) -> World:
         competitor_product=competitor_batch.product,
         competitor_batch=competitor_batch,
     )
+
+
+def watch(owner: Persona, shipment: Shipment) -> None:
+    """A logger of the owner on the shipment reports 26 °C: a critical alert, committed readings."""
+    key = Ed25519PrivateKey.generate()
+    device, _ = ingest.device_register(
+        device_id="LOG-M1", organisation=owner.organisation, public_key=key.public_key().public_bytes_raw()
+    )
+    ingest.device_assign(actor=owner.user, device=device, shipment=shipment, starts_at=shipment.dispatched_at)
+    now = timezone.now()
+    records = [{"n": "temp", "u": "Cel", "t": (now - datetime.timedelta(minutes=m)).timestamp(), "v": 26.0 - m / 100}
+               for m in (3, 2, 1)]  # fmt: skip
+    rows = ingest.inbox_receive([ingest.RawMessage(protocol.message(key, "LOG-M1", 1, records), "mqtt")], enqueue=False)
+    ingest.messages_process([row.pk for row in rows])
+    ingest.shipment_evaluate(shipment.pk)
+    ingest.readings_commit(shipment)
 
 
 @pytest.fixture
@@ -214,6 +254,8 @@ def _today_plus(days: int) -> str:
 def paths(world: World) -> dict[str, str]:
     """The URL each table row is checked on: the manufacturer's objects, in the state the row needs."""
     planned_created = Entry.objects.get(type="shipment.created", subject=f"shipment:{world.planned.reference}")
+    reading = Reading.objects.filter(shipment=world.in_transit).first()
+    alert = Alert.objects.filter(shipment=world.in_transit, severity="critical").get()
     batch, serial = world.batch.pk, world.batch.serials.values_list("serial", flat=True)[0]
     return {
         "home": reverse("home"),
@@ -247,6 +289,17 @@ def paths(world: World) -> dict[str, str]:
         "ledger-entry-detail": reverse("ledger-entry-detail", args=[planned_created.seq]),
         "ledger-proof-inclusion": reverse("ledger-proof-inclusion") + "?seq=0",
         "ledger-proof-consistency": reverse("ledger-proof-consistency") + "?first=1",
+        "ingest-readings": reverse("ingest-readings"),
+        "api-device-list": reverse("api-device-list"),
+        "api-device-detail": reverse("api-device-detail", args=["LOG-M1"]),
+        "api-shipment-devices": reverse("api-shipment-devices", args=[world.in_transit.pk]),
+        "api-shipment-readings": reverse("api-shipment-readings", args=[world.in_transit.pk]),
+        "api-reading-proof": reverse("api-reading-proof", args=[world.in_transit.pk, reading.pk]),
+        "api-shipment-excursions": reverse("api-shipment-excursions", args=[world.in_transit.pk]),
+        "api-alert-list": reverse("api-alert-list"),
+        "api-alert-detail": reverse("api-alert-detail", args=[alert.pk]),
+        "api-alert-acknowledge": reverse("api-alert-acknowledge", args=[alert.pk]),
+        "api-alert-resolve": reverse("api-alert-resolve", args=[alert.pk]),
     }
 
 
@@ -277,6 +330,10 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "api-shipment-dispatch": lambda w: {},
     "api-shipment-handover": lambda w: {"to_organisation": w["carrier2"].organisation.gln},
     "api-shipment-receive": lambda w: {"accept": True},
+    "api-device-list": lambda w: {"device_id": "LOG-NEW", "public_key": "11" * 32},
+    "api-shipment-devices": lambda w: {"device_id": "LOG-M1"},
+    "api-alert-acknowledge": lambda w: {"comment": "Checking the reefer unit."},
+    "api-alert-resolve": lambda w: {"comment": "Unit repaired; QA informed."},
 }
 
 

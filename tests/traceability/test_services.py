@@ -962,10 +962,16 @@ def test_a_clock_a_minute_fast_is_tolerated(manufacturer: Persona, shipment: Shi
     assert dispatched.dispatched_at == ahead
 
 
-def test_a_dispatch_before_the_shipment_was_planned_is_refused(manufacturer: Persona, shipment: Shipment) -> None:
+def test_a_dispatch_recorded_after_the_fact_keeps_its_real_time(manufacturer: Persona, shipment: Shipment) -> None:
+    earlier = shipment.created_at - datetime.timedelta(hours=1)
+    dispatched = services.shipment_dispatch(actor=manufacturer.user, shipment=shipment, occurred_at=earlier)
+    assert dispatched.dispatched_at == earlier
+
+
+def test_a_dispatch_more_than_a_week_old_is_refused(manufacturer: Persona, shipment: Shipment) -> None:
     with refused("occurred_at"):
         services.shipment_dispatch(
-            actor=manufacturer.user, shipment=shipment, occurred_at=shipment.created_at - datetime.timedelta(hours=1)
+            actor=manufacturer.user, shipment=shipment, occurred_at=timezone.now() - datetime.timedelta(days=8)
         )
 
 

@@ -9,7 +9,7 @@ from django import forms
 from django_filters import rest_framework as f
 from django_filters.fields import IsoDateTimeField
 
-from traceability.models import Batch, Organisation, Product, SerialNumber, Shipment, Site
+from traceability.models import Alert, Batch, Organisation, Product, SerialNumber, Shipment, Site
 
 MAX_ID = 2**63 - 1
 
@@ -88,3 +88,12 @@ class ShipmentFilter(f.FilterSet):
     class Meta:
         model = Shipment
         fields = ["reference", "status", "shipper", "carrier", "consignee", "custodian", "batch"]
+
+
+class AlertFilter(f.FilterSet):
+    shipment = IdFilter(field_name="shipment")
+    raised_after = DateTimeFilter(field_name="raised_at", lookup_expr="gte")
+
+    class Meta:
+        model = Alert
+        fields = ["status", "severity", "key", "shipment", "raised_after"]

@@ -9,9 +9,11 @@ from rest_framework import serializers
 
 from traceability import coldchain
 from traceability.models import (
+    Alert,
     Batch,
     ContractRule,
     CustodyEvent,
+    Excursion,
     Organisation,
     Product,
     SerialNumber,
@@ -220,6 +222,39 @@ class ShipmentOut(ShipmentSummaryOut):
         ]
 
 
+class ExcursionOut(serializers.ModelSerializer[Excursion]):
+    class Meta:
+        model = Excursion
+        fields = ["id", "direction", "started_at", "ended_at", "peak_celsius", "duration_seconds", "rules"]
+
+
+class AlertOut(serializers.ModelSerializer[Alert]):
+    shipment = serializers.IntegerField(source="shipment_id")
+    reference = serializers.CharField(source="shipment.reference")
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", allow_null=True, default=None)
+    resolved_by = serializers.CharField(source="resolved_by.username", allow_null=True, default=None)
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "shipment",
+            "reference",
+            "key",
+            "severity",
+            "status",
+            "message",
+            "triggered_at",
+            "raised_at",
+            "acknowledged_by",
+            "acknowledged_at",
+            "acknowledgement",
+            "resolved_by",
+            "resolved_at",
+            "resolution",
+        ]
+
+
 # Input ----------------------------------------------------------------------
 
 
@@ -296,6 +331,10 @@ class ReceiveIn(serializers.Serializer[Any]):
     accept = serializers.BooleanField()
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
     occurred_at = serializers.DateTimeField(required=False, default=None)
+
+
+class AlertCommentIn(serializers.Serializer[Any]):
+    comment = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
 
 
 class ErrorOut(serializers.Serializer[Any]):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any, cast
+
 from django.conf import settings
 from django.urls import path, register_converter
 from django.utils.csp import CSP
@@ -30,7 +32,7 @@ register_converter(Serial, "serial")
 
 # Swagger UI (installed from the lock file, served from our static files) sets
 # inline styles; only its page allows them. Scripts stay 'self' only.
-api_docs = csp_override({**settings.SECURE_CSP, "style-src": [CSP.SELF, CSP.UNSAFE_INLINE]})(
+api_docs = csp_override({**cast(dict[str, Any], settings.SECURE_CSP), "style-src": [CSP.SELF, CSP.UNSAFE_INLINE]})(
     SpectacularSwaggerSplitView.as_view(url_name="api-schema")
 )
 
@@ -57,6 +59,11 @@ urlpatterns = [
     path("shipments/<int:pk>/dispatch", views.ShipmentDispatch.as_view(), name="api-shipment-dispatch"),
     path("shipments/<int:pk>/handover", views.ShipmentHandover.as_view(), name="api-shipment-handover"),
     path("shipments/<int:pk>/receive", views.ShipmentReceive.as_view(), name="api-shipment-receive"),
+    path("shipments/<int:pk>/excursions/", views.ShipmentExcursions.as_view(), name="api-shipment-excursions"),
+    path("alerts/", views.AlertList.as_view(), name="api-alert-list"),
+    path("alerts/<int:pk>/", views.AlertDetail.as_view(), name="api-alert-detail"),
+    path("alerts/<int:pk>/acknowledge", views.AlertAcknowledge.as_view(), name="api-alert-acknowledge"),
+    path("alerts/<int:pk>/resolve", views.AlertResolve.as_view(), name="api-alert-resolve"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", api_docs, name="api-docs"),
 ]

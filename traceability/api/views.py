@@ -24,8 +24,10 @@ from traceability import gs1, qr, selectors, services
 from traceability.api import filters
 from traceability.api import serializers as s
 from traceability.models import (
+    Alert,
     Batch,
     CustodyEvent,
+    Excursion,
     Organisation,
     Product,
     SerialNumber,
@@ -325,3 +327,60 @@ class ShipmentReceive(APIView):
         data = _valid(s.ReceiveIn, request)
         shipment = services.shipment_receive(actor=_actor(request), shipment=shipment, **data)
         return _shipment_out(request, shipment)
+
+
+# Monitoring -----------------------------------------------------------------------
+
+
+class ShipmentExcursions(generics.ListAPIView[Excursion]):
+    serializer_class = s.ExcursionOut
+
+    def get_queryset(self) -> QuerySet[Excursion]:
+        if _schema_only(self):
+            return Excursion.objects.none()
+        shipment = get_object_or_404(selectors.visible_shipments(_organisation(self.request)), pk=self.kwargs["pk"])
+        return shipment.excursions.all()
+
+
+def _alerts(request: Request) -> QuerySet[Alert]:
+    visible = selectors.visible_shipments(_organisation(request))
+    return Alert.objects.filter(shipment__in=visible).select_related("shipment", "acknowledged_by", "resolved_by")
+
+
+class AlertList(generics.ListAPIView[Alert]):
+    """Alerts of the shipments you ship, carry, receive or made the goods of; newest first."""
+
+    serializer_class = s.AlertOut
+    filterset_class = filters.AlertFilter
+
+    def get_queryset(self) -> QuerySet[Alert]:
+        if _schema_only(self):
+            return Alert.objects.none()
+        return _alerts(self.request)
+
+
+class AlertDetail(generics.RetrieveAPIView[Alert]):
+    serializer_class = s.AlertOut
+
+    def get_queryset(self) -> QuerySet[Alert]:
+        if _schema_only(self):
+            return Alert.objects.none()
+        return _alerts(self.request)
+
+
+class AlertAcknowledge(APIView):
+    @extend_schema(request=s.AlertCommentIn, responses={200: s.AlertOut, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        alert = get_object_or_404(_alerts(request), pk=pk)
+        data = _valid(s.AlertCommentIn, request)
+        services.alert_acknowledge(actor=_actor(request), alert=alert, comment=data["comment"])
+        return Response(s.AlertOut(_alerts(request).get(pk=pk)).data)
+
+
+class AlertResolve(APIView):
+    @extend_schema(request=s.AlertCommentIn, responses={200: s.AlertOut, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        alert = get_object_or_404(_alerts(request), pk=pk)
+        data = _valid(s.AlertCommentIn, request)
+        services.alert_resolve(actor=_actor(request), alert=alert, comment=data["comment"])
+        return Response(s.AlertOut(_alerts(request).get(pk=pk)).data)

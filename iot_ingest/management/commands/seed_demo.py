@@ -1,4 +1,4 @@
-"""Demo data: organisations, users, products, batches and shipments (idempotent).
+"""Demo data: organisations, users, products, batches, loggers and shipments (idempotent).
 
 Everything goes through the services, so the demo obeys the same rules as
 real use. Running it again changes nothing but, with ``--password``, the
@@ -8,9 +8,11 @@ demo users' password.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -19,10 +21,13 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
+from iot_ingest import services as ingest
+from iot_ingest.models import Device
 from traceability import coldchain, gs1, services
 from traceability.models import Batch, Membership, Organisation, Product, Site
 
 Kind = Organisation.Kind
+DEVICE_KEYS = settings.VAR_DIR / "demo-devices.json"
 Profile = coldchain.StorageProfile
 
 
@@ -172,7 +177,10 @@ class Command(BaseCommand):
         return batches
 
     def _shipments(self, batches: list[list[Batch]], users: dict[str, Any]) -> None:
+        """Twelve shipments; those on the road left 12 hours ago, each with a logger on board."""
+        now = timezone.now()
         organisations = {spec.key: Organisation.objects.get(gln=spec.gln) for spec in ORGANISATIONS}
+        loggers = self._loggers(organisations)
         berlin, munich = Site.objects.filter(organisation=organisations["pharmacy"]).order_by("gln")
         for number, (product, batch, shipper, carrier, consignee, quantity, outcome) in enumerate(SHIPMENTS):
             shipment = services.shipment_create(
@@ -185,25 +193,53 @@ class Command(BaseCommand):
             )
             if outcome == "planned":
                 continue
-            services.shipment_dispatch(actor=users[shipper], shipment=shipment)
+            moving = outcome in ("in_transit", "handed_over")
+            left = now - (datetime.timedelta(hours=12) if moving else datetime.timedelta(days=3))
+            services.shipment_dispatch(actor=users[shipper], shipment=shipment, occurred_at=left)
+            if moving:
+                ingest.device_assign(
+                    actor=users[shipper], device=loggers[shipper].pop(0), shipment=shipment, starts_at=left
+                )
             if outcome == "handed_over":
                 other = "carrier2" if carrier == "carrier" else "carrier"
                 services.custody_transfer(
                     actor=users[carrier], shipment=shipment, to_organisation=organisations[other],
                     site=organisations[other].sites.get(), note="cross-dock transfer",
+                    occurred_at=now - datetime.timedelta(hours=6),
                 )  # fmt: skip
             elif outcome in ("delivered", "rejected"):
                 accept = outcome == "delivered"
                 reason = "" if accept else "Seal broken on arrival; logger shows 11 °C for 3 h."
-                services.shipment_receive(actor=users[consignee], shipment=shipment, accept=accept, reason=reason)
+                services.shipment_receive(
+                    actor=users[consignee], shipment=shipment, accept=accept, reason=reason,
+                    occurred_at=now - datetime.timedelta(days=2),
+                )  # fmt: skip
+
+    def _loggers(self, organisations: dict[str, Organisation]) -> dict[str, list[Device]]:
+        """Four loggers per manufacturer; their private keys go to var/demo-devices.json for the simulator."""
+        loggers: dict[str, list[Device]] = {}
+        keys = []
+        for number, maker in enumerate(("manufacturer", "manufacturer2", "manufacturer", "manufacturer2") * 2, 1):
+            device, private = ingest.device_register(device_id=f"LOG-{number:04d}", organisation=organisations[maker])
+            assert private is not None
+            loggers.setdefault(maker, []).append(device)
+            keys.append({"device_id": device.device_id, "private_key": private.private_bytes_raw().hex()})
+        _write_private(DEVICE_KEYS, json.dumps({"devices": keys}, indent=2))
+        return loggers
 
 
 def _stored_password() -> str:
     """One random demo password per checkout, kept in var/ (mode 0600) so every run prints the same."""
     path = settings.VAR_DIR / "demo-password"
     if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(9))
+        _write_private(path, secrets.token_urlsafe(9))
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Writes a secret file only its owner can read."""
+    path.parent.mkdir(exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)

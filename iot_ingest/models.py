@@ -1,0 +1,161 @@
+"""Loggers, the inbox of raw messages, and readings.
+
+The inbox keeps the exact bytes of every message before it is acknowledged;
+processing turns an inbox row into readings (accepted), or records why not.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from iot_ingest import protocol
+from traceability.models import Organisation, Shipment
+
+DEVICE_ID_REGEX = r"\A[A-Za-z0-9._-]{1,64}\Z"
+
+
+class DeviceStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    DISABLED = "disabled", _("Disabled")
+
+
+class Device(models.Model):
+    device_id = models.CharField(max_length=64, unique=True)
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="devices")
+    public_key = models.BinaryField(max_length=32, help_text=_("Ed25519 public key"))
+    status = models.CharField(max_length=10, choices=DeviceStatus.choices, default=DeviceStatus.ACTIVE)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    Status = DeviceStatus
+
+    class Meta:
+        ordering = ["device_id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(device_id__regex=DEVICE_ID_REGEX), name="device_id_format"),
+            models.CheckConstraint(condition=Q(status__in=[s.value for s in DeviceStatus]), name="device_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.device_id
+
+
+class DeviceAssignment(models.Model):
+    """A logger rides with a shipment from ``starts_at`` until ``ends_at`` (open while it travels)."""
+
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="assignments")
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="device_assignments")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["starts_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__isnull=True) | Q(ends_at__gt=F("starts_at")), name="assignment_ends_after_start"
+            ),
+            models.UniqueConstraint(
+                fields=["device"], condition=Q(ends_at__isnull=True), name="assignment_one_open_per_device"
+            ),
+        ]
+        indexes = [models.Index(fields=["device", "starts_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} on {self.shipment_id} from {self.starts_at:%Y-%m-%d %H:%M}"
+
+
+class Transport(models.TextChoices):
+    MQTT = "mqtt", "MQTT"
+    HTTP = "http", "HTTPS"
+
+
+class Outcome(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    ACCEPTED = "accepted", _("Accepted")
+    DUPLICATE = "duplicate", _("Duplicate")
+    REJECTED = "rejected", _("Rejected")
+    DEAD = "dead", _("Failed repeatedly (dead letter)")
+
+
+class InboxMessage(models.Model):
+    """One message exactly as received. Written, and committed, before the sender gets its acknowledgement."""
+
+    transport = models.CharField(max_length=4, choices=Transport.choices)
+    topic = models.CharField(max_length=256, blank=True)
+    raw = models.BinaryField()
+    received_at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    reason = models.CharField(max_length=24, blank=True, choices=[(r, r) for r in protocol.REASONS])
+    detail = models.TextField(blank=True, help_text=_("why it was rejected, or the last processing error"))
+    attempts = models.PositiveSmallIntegerField(default=0)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, null=True, blank=True, related_name="messages")
+    seq = models.BigIntegerField(null=True, blank=True)
+
+    Outcome = Outcome
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # Exactly-once: a (device, seq) is accepted once; redeliveries become duplicates.
+            models.UniqueConstraint(
+                fields=["device", "seq"], condition=Q(outcome="accepted"), name="inbox_accepted_once"
+            ),
+            models.CheckConstraint(
+                condition=Q(outcome="rejected", reason__gt="") | (~Q(outcome="rejected") & Q(reason="")),
+                name="inbox_reason_iff_rejected",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["outcome", "received_at"], name="inbox_backlog"),
+            models.Index(fields=["device", "seq"], name="inbox_device_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"inbox {self.pk} ({self.outcome})"
+
+
+class ReadingCommit(models.Model):
+    """A batch of a shipment's readings whose Merkle root went into a ``readings.committed`` ledger entry."""
+
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="reading_commits")
+    count = models.PositiveIntegerField()
+    root = models.BinaryField(max_length=32)
+    committed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["committed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.count} readings of shipment {self.shipment_id}"
+
+
+class Reading(models.Model):
+    class Kind(models.TextChoices):
+        TEMPERATURE = "temperature", _("Temperature (°C)")
+        HUMIDITY = "humidity", _("Relative humidity (%)")
+
+    id = models.BigAutoField(primary_key=True)
+    device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="readings")
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, null=True, blank=True, related_name="readings")
+    message = models.ForeignKey(InboxMessage, on_delete=models.PROTECT, related_name="readings")
+    index = models.PositiveIntegerField(help_text=_("position of the record in its message"))
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    value = models.FloatField()
+    measured_at = models.DateTimeField(help_text=_("device time"))
+    received_at = models.DateTimeField(help_text=_("server time"))
+    commit = models.ForeignKey(ReadingCommit, on_delete=models.PROTECT, null=True, blank=True, related_name="readings")
+
+    class Meta:
+        ordering = ["measured_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["message", "index"], name="reading_once_per_record")]
+        indexes = [
+            models.Index(fields=["shipment", "kind", "measured_at"], name="reading_shipment_time"),
+            models.Index(fields=["shipment"], condition=Q(commit__isnull=True), name="reading_uncommitted"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.kind} {self.value} at {self.measured_at:%Y-%m-%d %H:%M:%S}"

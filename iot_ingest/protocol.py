@@ -1,0 +1,487 @@
+"""Device protocol v1: read, check and resolve a temperature logger's message.
+
+The external contract is ``device-protocol.md`` (protocol v1): a message is a JWS
+in Compact Serialization (RFC 7515 section 7.1) signed with Ed25519 (RFC 8037;
+``alg`` is RFC 9864's fully specified "Ed25519", or the older "EdDSA"), whose
+payload is a JSON object ``{"dev", "seq", "senml"}`` carrying a SenML pack
+(RFC 8428).
+
+Pure: standard library and ``cryptography`` only. The ingest service runs the
+steps in order, adding its own between them::
+
+    parse -> (look up the device) -> verify -> read_payload -> (de-duplicate) -> resolve
+
+Every step either returns or raises :class:`Rejected` with one of the spec's
+reasons; ``unknown_device``, ``device_disabled``, ``replay`` (and the
+``duplicate`` outcome) are the service's to decide. The module is strict on
+purpose: the spec says the platform accepts exactly this and rejects
+everything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+MAX_MESSAGE_BYTES = 64 * 1024
+MAX_RECORDS = 1000
+MAX_SEQ = 2**53 - 1
+REASONS: tuple[str, ...] = (
+    "too_large",
+    "malformed",
+    "bad_header",
+    "unknown_device",
+    "device_disabled",
+    "bad_signature",
+    "device_mismatch",
+    "replay",
+    "payload_invalid",
+    "time_out_of_window",
+    "value_out_of_range",
+)
+DEVICE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+TEMPERATURE, HUMIDITY = "Cel", "%RH"
+
+ALGORITHMS = ("Ed25519", "EdDSA")  # a tuple, not a set: a JSON alg may be unhashable
+HEADER_PARAMETERS = frozenset({"alg", "kid"})
+PAYLOAD_FIELDS = ("dev", "seq", "senml")
+# Inclusive bounds per evaluated unit; a record with any other unit is kept but not evaluated.
+VALUE_RANGES: Mapping[str, tuple[float, float]] = {TEMPERATURE: (-100.0, 100.0), HUMIDITY: (0.0, 100.0)}
+MAX_FUTURE = datetime.timedelta(minutes=5)
+MAX_AGE = datetime.timedelta(days=90)
+RELATIVE_TIME_LIMIT = 2**28  # RFC 8428 section 4.5.3: a time below this is relative to "now"
+SENML_VERSION = 10  # RFC 8428 section 4.4: the only bver this module understands
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+SIGNATURE_BYTES = 64  # RFC 8032 section 5.1.6
+PUBLIC_KEY_BYTES = 32
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+# RFC 8428 section 4.5.1: the resolved name's character set and first character.
+_SENML_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9:./_-]*")
+_STRING_FIELDS = ("bn", "bu", "n", "u", "vs", "vd")
+_NUMBER_FIELDS = ("bt", "bv", "bs", "t", "v", "s", "ut")
+_VALUE_FIELDS = ("v", "vs", "vb", "vd")
+
+
+class Rejected(Exception):
+    """A message the platform refuses: one of the spec's ``REASONS`` and a note for staff."""
+
+    reason: str
+    detail: str
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"{reason!r} is not one of the protocol's rejection reasons {REASONS}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed, not yet verified, compact JWS (RFC 7515 section 7.1)."""
+
+    device_id: str  # the header's kid
+    header: dict[str, Any]
+    signing_input: bytes  # ASCII BASE64URL(header) "." BASE64URL(payload), RFC 7515 section 5.1
+    payload: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Payload:
+    """The payload's fields; ``senml`` is the raw pack, each record a JSON object, not yet resolved."""
+
+    device_id: str
+    seq: int
+    senml: list[Any]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One evaluated measurement: a resolved SenML record (RFC 8428 section 4.6) in Cel or %RH."""
+
+    name: str
+    unit: str
+    value: float
+    at: datetime.datetime  # UTC
+    index: int  # the record's position in the pack: the reading's stable id within its message
+
+
+# Parsing the envelope (RFC 7515) ----------------------------------------------
+
+
+def parse(raw: bytes) -> Envelope:
+    """Splits and decodes a compact JWS and checks its protected header; does not verify the signature.
+
+    Raises ``too_large`` over ``MAX_MESSAGE_BYTES``, ``malformed`` unless the message
+    is three canonical base64url parts whose header is a JSON object, and
+    ``bad_header`` unless that header is exactly ``{"alg": "Ed25519" | "EdDSA",
+    "kid": <device id>}`` (spec, "The message: a JWS").
+    """
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise Rejected("too_large", f"the message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    parts = _ascii(raw).split(".")
+    if len(parts) != 3:
+        raise Rejected(
+            "malformed",
+            f"the message has {len(parts)} dot-separated parts; a compact JWS has 3 (RFC 7515 section 7.1)",
+        )
+    header_part, payload_part, signature_part = parts
+    header_bytes = _base64url_decode(header_part, "header")
+    payload = _base64url_decode(payload_part, "payload")
+    signature = _base64url_decode(signature_part, "signature")
+    try:
+        header = _json_object(header_bytes, "header")
+    except ValueError as error:
+        raise Rejected("malformed", str(error)) from None
+    device_id = _check_header(header)
+    signing_input = f"{header_part}.{payload_part}".encode("ascii")
+    return Envelope(device_id, header, signing_input, payload, signature)
+
+
+def _ascii(raw: bytes) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as error:
+        raise Rejected("malformed", f"byte {error.start} is not ASCII; a compact JWS is ASCII text") from None
+
+
+def _base64url_decode(part: str, what: str) -> bytes:
+    """Decodes unpadded base64url (RFC 7515 section 2), accepting only the canonical encoding.
+
+    Canonical only, so a message has exactly one spelling: otherwise flipping the
+    unused low bits of the last character would give other bytes with the same
+    valid signature, which de-duplication (keyed by the raw bytes) calls a replay.
+    """
+    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
+        raise Rejected("malformed", f"the {what} is not unpadded base64url (RFC 7515 section 2)")
+    data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    if _base64url_encode(data) != part:
+        raise Rejected("malformed", f"the {what}'s base64url is not canonical: its last character has stray bits")
+    return data
+
+
+def _base64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Reads a UTF-8 JSON object (RFC 8259) with unique member names; ValueError says what was wrong."""
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise ValueError(f"the {what} is not UTF-8") from None
+    except RecursionError:
+        raise ValueError(f"the {what} nests JSON too deeply") from None
+    except ValueError as error:
+        raise ValueError(f"the {what} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"the {what} is a JSON {_json_type(value)}, not an object")
+    return value
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 7515 section 4: a JWS parser must reject duplicate header names; the payload gets the same care.
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        duplicates = sorted(name for name, count in Counter(name for name, _ in pairs).items() if count > 1)
+        raise ValueError(f"duplicate member name(s) {', '.join(map(repr, duplicates))}")
+    return members
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_header(header: dict[str, Any]) -> str:
+    """Returns the kid of a v1 protected header, or raises ``bad_header`` (RFC 7515 section 4.1, RFC 9864)."""
+    if "alg" not in header:
+        raise Rejected("bad_header", 'the header has no alg; sign with Ed25519 and set "alg": "Ed25519"')
+    if header["alg"] not in ALGORITHMS:
+        raise Rejected("bad_header", f"alg {_show(header['alg'])} is not accepted; only Ed25519 (or EdDSA) is")
+    if "kid" not in header:
+        raise Rejected("bad_header", "the header has no kid; set it to the device id")
+    kid = header["kid"]
+    if not isinstance(kid, str) or not DEVICE_ID.fullmatch(kid):
+        raise Rejected("bad_header", f"kid {_show(kid)} is not a device id (1 to 64 of A-Z a-z 0-9 . _ -)")
+    if "crit" in header:
+        raise Rejected("bad_header", "crit is present; protocol v1 understands no header extensions")
+    unexpected = sorted(set(header) - HEADER_PARAMETERS)
+    if unexpected:
+        names = ", ".join(map(repr, unexpected))
+        raise Rejected("bad_header", f"unexpected header parameter(s) {names}; a v1 header holds only alg and kid")
+    return kid
+
+
+# The signature (RFC 8037, RFC 8032) --------------------------------------------
+
+
+def verify(envelope: Envelope, public_key: bytes) -> None:
+    """Raises ``bad_signature`` unless the Ed25519 signature over the signing input verifies with the key.
+
+    ``public_key`` is the device's raw 32-byte key (RFC 8032 section 5.1.5); any other
+    length is the platform's fault, not the device's, so it raises ValueError.
+    """
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, not {len(public_key)}")
+    key = Ed25519PublicKey.from_public_bytes(public_key)
+    if len(envelope.signature) != SIGNATURE_BYTES:
+        raise Rejected("bad_signature", f"the signature is {len(envelope.signature)} bytes; Ed25519 signatures are 64")
+    try:
+        key.verify(envelope.signature, envelope.signing_input)
+    except InvalidSignature:
+        raise Rejected(
+            "bad_signature",
+            f"the signature does not verify with the key registered for {envelope.device_id}: "
+            "the message was changed after signing, or signed with another key",
+        ) from None
+
+
+# The payload --------------------------------------------------------------------
+
+
+def read_payload(envelope: Envelope, *, topic_device: str | None = None) -> Payload:
+    """Reads ``{"dev", "seq", "senml"}`` (spec, "Payload"); the pack's records are resolved by :func:`resolve`.
+
+    Raises ``device_mismatch`` when ``dev`` differs from the kid or from the MQTT
+    topic's device, and ``payload_invalid`` for anything else out of shape.
+    """
+    try:
+        body = _json_object(envelope.payload, "payload")
+    except ValueError as error:
+        raise Rejected("payload_invalid", str(error)) from None
+    device_id = _dev(body, envelope.device_id, topic_device)
+    seq = _seq(body)
+    senml = _pack(body)
+    unexpected = sorted(set(body) - set(PAYLOAD_FIELDS))
+    if unexpected:
+        names = ", ".join(map(repr, unexpected))
+        raise Rejected("payload_invalid", f"unexpected payload field(s) {names}; v1 payloads hold dev, seq and senml")
+    return Payload(device_id, seq, senml)
+
+
+def _field(body: dict[str, Any], name: str) -> Any:
+    if name not in body:
+        raise Rejected("payload_invalid", f"the payload has no {name}")
+    return body[name]
+
+
+def _dev(body: dict[str, Any], kid: str, topic_device: str | None) -> str:
+    dev = _field(body, "dev")
+    if not isinstance(dev, str):
+        raise Rejected("payload_invalid", f"dev must be a string, not a JSON {_json_type(dev)}")
+    if dev != kid:
+        raise Rejected("device_mismatch", f"dev {_show(dev)} differs from the header's kid {kid!r}")
+    if topic_device is not None and dev != topic_device:
+        raise Rejected("device_mismatch", f"dev {_show(dev)} differs from the MQTT topic's device {topic_device!r}")
+    return dev
+
+
+def _seq(body: dict[str, Any]) -> int:
+    seq = _field(body, "seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise Rejected("payload_invalid", f"seq {_show(seq)} is not an integer from 0 to 2^53-1")
+    return seq
+
+
+def _pack(body: dict[str, Any]) -> list[Any]:
+    senml = _field(body, "senml")
+    if not isinstance(senml, list):
+        raise Rejected("payload_invalid", f"senml must be an array (a SenML pack), not a JSON {_json_type(senml)}")
+    if not 1 <= len(senml) <= MAX_RECORDS:
+        raise Rejected("payload_invalid", f"senml has {len(senml)} records; a pack holds 1 to {MAX_RECORDS}")
+    for index, record in enumerate(senml):
+        _record(record, index)
+    return senml
+
+
+def _record(record: Any, index: int) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise _invalid(index, f"is a JSON {_json_type(record)}, not an object")
+    return record
+
+
+# SenML resolution (RFC 8428 section 4.6) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Base:
+    """The base fields in force at a record: they carry forward until a later record changes them."""
+
+    name: str = ""
+    time: float = 0.0
+    unit: str | None = None
+    value: float | None = None
+
+    def updated(self, record: dict[str, Any], index: int) -> _Base:
+        return dataclasses.replace(
+            self,
+            name=record.get("bn", self.name),
+            time=_number(record, "bt", index, self.time),
+            unit=record.get("bu", self.unit),
+            value=_number(record, "bv", index, self.value),
+        )
+
+
+def resolve(payload: Payload, *, received_at: datetime.datetime) -> list[Reading]:
+    """Resolves the pack (RFC 8428 section 4.6) into its Cel and %RH readings, in pack order.
+
+    Base fields ``bn``, ``bt``, ``bu``, ``bv`` carry forward, ``n`` does not: name =
+    bn + n, time = bt + t (below 2^28 relative to ``received_at``, else Unix time),
+    value = bv + v, unit = u or bu. Records in other units are checked for shape,
+    then skipped. Raises ``payload_invalid`` for a record out of shape,
+    ``time_out_of_window`` for an evaluated time more than 5 minutes after or
+    90 days before ``received_at``, and ``value_out_of_range`` outside the unit's
+    range (spec, "SenML rules"). ``received_at`` must be timezone-aware.
+    """
+    if received_at.utcoffset() is None:
+        raise ValueError("received_at must be timezone-aware")
+    readings = []
+    base = _Base()
+    for index, item in enumerate(payload.senml):
+        record = _record(item, index)
+        _check_shape(record, index)
+        base = base.updated(record, index)
+        reading = _reading(record, base, index, received_at)
+        if reading is not None:
+            readings.append(reading)
+    return readings
+
+
+def _check_shape(record: dict[str, Any], index: int) -> None:
+    """Checks the JSON types of RFC 8428 section 4.1's fields; unknown fields are ignored (section 4.4)."""
+    for field in _STRING_FIELDS:
+        if field in record and not isinstance(record[field], str):
+            raise _invalid(index, f"has {field} {_show(record[field])}; it must be a string")
+    for field in _NUMBER_FIELDS:
+        _number(record, field, index, None)
+    if "vb" in record and not isinstance(record["vb"], bool):
+        raise _invalid(index, f"has vb {_show(record['vb'])}; it must be true or false")
+    if "bver" in record and (type(record["bver"]) is not int or record["bver"] != SENML_VERSION):
+        raise _invalid(index, f"has bver {_show(record['bver'])}; only SenML version {SENML_VERSION} is understood")
+    must_understand = sorted(field for field in record if field.endswith("_"))
+    if must_understand:
+        raise _invalid(index, f"has must-understand field(s) {', '.join(map(repr, must_understand))} (RFC 8428 4.4)")
+    values = [field for field in _VALUE_FIELDS if field in record]
+    if len(values) > 1:
+        raise _invalid(index, f"has {len(values)} value fields ({', '.join(values)}); a record has at most one")
+
+
+def _number[T](record: dict[str, Any], field: str, index: int, default: T) -> float | T:
+    """The field as a finite float, or ``default`` when absent; booleans are not numbers."""
+    if field not in record:
+        return default
+    value = record[field]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(index, f"has {field} {_show(value)}; it must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise _invalid(index, f"has {field} {_show(value)}; it must be a finite number")
+    return number
+
+
+def _reading(record: dict[str, Any], base: _Base, index: int, received_at: datetime.datetime) -> Reading | None:
+    """The record resolved, or None when its unit is not evaluated; checks name, value, time and range."""
+    name = base.name + record.get("n", "")
+    if not _SENML_NAME.fullmatch(name):
+        problem = "RFC 8428 4.5.1 names use A-Z a-z 0-9 - : . / _ and start with a letter or digit"
+        raise _invalid(index, f"resolves to name {_show(name)}; {problem}")
+    if not any(field in record for field in (*_VALUE_FIELDS, "s")) and base.value is None:
+        raise _invalid(index, "has no value (v, vs, vb, vd or s) and no base value bv is in force")
+    unit: str | None = record.get("u", base.unit)
+    if unit is None or unit not in VALUE_RANGES:
+        return None
+    value = _value(record, base, index, unit)
+    at = _time(_number(record, "t", index, 0.0) + base.time, received_at, index)
+    low, high = VALUE_RANGES[unit]
+    if not low <= value <= high:
+        raise Rejected(
+            "value_out_of_range", f"record {index} ({name}) reads {value:g} {unit}; the range is {low:g} to {high:g}"
+        )
+    return Reading(name, unit, value, at, index)
+
+
+def _value(record: dict[str, Any], base: _Base, index: int, unit: str) -> float:
+    """bv + v (RFC 8428 section 4.6); an evaluated unit needs a number, not vs, vb, vd or only a sum."""
+    if "v" in record:
+        return _number(record, "v", index, 0.0) + (base.value or 0.0)
+    if base.value is not None and not any(field in record for field in _VALUE_FIELDS):
+        return base.value
+    raise _invalid(index, f"is in {unit} but has no numeric value v (nor a base value bv)")
+
+
+def _time(seconds: float, received_at: datetime.datetime, index: int) -> datetime.datetime:
+    """The resolved time (RFC 8428 section 4.5.3) in UTC, or ``time_out_of_window`` (spec, "SenML rules")."""
+    origin = received_at if seconds < RELATIVE_TIME_LIMIT else EPOCH
+    try:
+        at = (origin + datetime.timedelta(seconds=seconds)).astimezone(datetime.UTC)
+    except OverflowError:
+        raise Rejected("time_out_of_window", f"record {index} has time {seconds:g}, beyond any calendar") from None
+    if at > received_at + MAX_FUTURE:
+        raise Rejected(
+            "time_out_of_window",
+            f"record {index} is dated {at.isoformat()}, {at - received_at} after receipt; "
+            "at most 5 minutes ahead is accepted: check the logger's clock",
+        )
+    if at < received_at - MAX_AGE:
+        raise Rejected(
+            "time_out_of_window",
+            f"record {index} is dated {at.isoformat()}, {received_at - at} before receipt; "
+            "readings older than 90 days are refused: check the logger's clock",
+        )
+    return at
+
+
+def _invalid(index: int, problem: str) -> Rejected:
+    return Rejected("payload_invalid", f"senml record {index} {problem}")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), "null")
+
+
+def _show(value: Any) -> str:
+    """A short JSON rendering of a value for a rejection's detail: a message may be 64 KiB."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# Signing: for the device simulator and the tests -----------------------------------
+
+
+def sign(private_key: Ed25519PrivateKey, device_id: str, payload: Mapping[str, Any]) -> bytes:
+    """A compact JWS as the spec's test vector builds it: compact JSON, header ``{"alg":"Ed25519","kid":...}``.
+
+    Ed25519 is deterministic (RFC 8032), so the same key and payload always give the same bytes.
+    """
+    if not DEVICE_ID.fullmatch(device_id):
+        raise ValueError(f"{device_id!r} is not a device id (1 to 64 of A-Z a-z 0-9 . _ -)")
+    header = _base64url_encode(_compact_json({"alg": "Ed25519", "kid": device_id}))
+    signing_input = f"{header}.{_base64url_encode(_compact_json(dict(payload)))}"
+    signature = private_key.sign(signing_input.encode("ascii"))
+    return f"{signing_input}.{_base64url_encode(signature)}".encode("ascii")
+
+
+def message(private_key: Ed25519PrivateKey, device_id: str, seq: int, senml: list[dict[str, Any]]) -> bytes:
+    """A signed v1 message ``{"dev", "seq", "senml"}`` from the device."""
+    return sign(private_key, device_id, {"dev": device_id, "seq": seq, "senml": senml})
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")

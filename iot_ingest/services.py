@@ -1,0 +1,463 @@
+"""Devices, the inbox, and turning raw messages into readings and alerts.
+
+Nothing is lost, nothing counts twice (DESIGN.md): a message is committed to
+the inbox before it is acknowledged; processing is at-least-once and its
+effects exactly-once, because a ``(device, seq)`` is accepted once (a partial
+unique index) and every effect of a message commits with its outcome.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from iot_ingest import protocol
+from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading, ReadingCommit
+from ledger import merkle
+from traceability import coldchain, selectors
+from traceability import services as traceability
+from traceability.models import Alert, Organisation, Shipment
+
+logger = logging.getLogger(__name__)
+Outcome = InboxMessage.Outcome
+
+TASK_CHUNK = 200  # inbox rows per processing task
+MAX_ATTEMPTS = 5  # then the row is a dead letter, shown to staff
+KINDS = {protocol.TEMPERATURE: Reading.Kind.TEMPERATURE, protocol.HUMIDITY: Reading.Kind.HUMIDITY}
+
+
+# Devices ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def device_register(
+    *, device_id: str, organisation: Organisation, public_key: bytes | None = None
+) -> tuple[Device, Ed25519PrivateKey | None]:
+    """Registers a logger; without a public key, generates a key pair and returns the private key (once)."""
+    if not protocol.DEVICE_ID.fullmatch(device_id):
+        raise ValidationError({"device_id": "1 to 64 characters from A-Z a-z 0-9 . _ -"})
+    private = None
+    if public_key is None:
+        private = Ed25519PrivateKey.generate()
+        public_key = private.public_key().public_bytes_raw()
+    if len(public_key) != 32:
+        raise ValidationError({"public_key": "an Ed25519 public key is 32 bytes (64 hex digits)"})
+    if Device.objects.filter(device_id=device_id).exists():
+        raise ValidationError({"device_id": f"device {device_id} is already registered"})
+    device = Device.objects.create(device_id=device_id, organisation=organisation, public_key=public_key)
+    return device, private
+
+
+def device_add(*, actor: User, device_id: str, public_key: bytes) -> Device:
+    """Registers a logger of the actor's organisation (regulators own none)."""
+    organisation = traceability.actor_organisation(
+        actor, kinds=[kind for kind in Organisation.Kind if kind != Organisation.Kind.REGULATOR]
+    )
+    device, _ = device_register(device_id=device_id, organisation=organisation, public_key=public_key)
+    return device
+
+
+@transaction.atomic
+def device_assign(
+    *, actor: User, device: Device, shipment: Shipment, starts_at: datetime.datetime | None = None
+) -> DeviceAssignment:
+    """Puts the actor's logger on the shipment from ``starts_at`` (now); its previous ride ends then."""
+    organisation = traceability.actor_organisation(actor)
+    if device.organisation_id != organisation.pk:
+        raise PermissionDenied("Only the logger's owner assigns it.")
+    if organisation.pk not in selectors.shipment_parties(shipment):
+        raise PermissionDenied("Assign loggers to shipments your organisation ships or carries.")
+    if shipment.status not in (Shipment.Status.PLANNED, Shipment.Status.IN_TRANSIT):
+        raise ValidationError({"shipment": f"shipment is {shipment.status}; loggers ride planned or moving ones"})
+    start = starts_at or timezone.now()
+    current = DeviceAssignment.objects.select_for_update().filter(device=device, ends_at__isnull=True).first()
+    if current is not None:
+        if current.starts_at >= start:
+            raise ValidationError({"starts_at": "must be after the logger's current assignment began"})
+        current.ends_at = start
+        current.save(update_fields=["ends_at"])
+    return DeviceAssignment.objects.create(device=device, shipment=shipment, starts_at=start)
+
+
+# The inbox -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    raw: bytes
+    transport: str
+    topic: str = ""
+    received_at: datetime.datetime | None = None
+
+
+def inbox_receive(messages: Sequence[RawMessage], *, enqueue: bool = True) -> list[InboxMessage]:
+    """Commits the messages' exact bytes to the inbox; the sender may be acknowledged once this returns.
+
+    Over-long messages are stored cut at the size limit, already rejected.
+    After commit, queues the rest for processing (a broker outage only delays
+    them: the sweeper re-queues what stays pending).
+    """
+    now = timezone.now()
+    rows = []
+    for message in messages:
+        row = InboxMessage(
+            transport=message.transport,
+            topic=message.topic,
+            raw=message.raw[: protocol.MAX_MESSAGE_BYTES],
+            received_at=message.received_at or now,
+        )
+        if len(message.raw) > protocol.MAX_MESSAGE_BYTES:
+            row.outcome, row.reason, row.processed_at = Outcome.REJECTED, "too_large", now
+            row.detail = f"{len(message.raw)} bytes; the limit is {protocol.MAX_MESSAGE_BYTES}"
+        rows.append(row)
+    with transaction.atomic():
+        rows = InboxMessage.objects.bulk_create(rows)
+        if enqueue:
+            pending = [row.pk for row in rows if row.outcome == Outcome.PENDING]
+            transaction.on_commit(lambda: enqueue_processing(pending))
+    return rows
+
+
+def enqueue_processing(ids: Sequence[int]) -> None:
+    from iot_ingest.tasks import process_messages
+
+    for start in range(0, len(ids), TASK_CHUNK):
+        try:
+            process_messages.delay(list(ids[start : start + TASK_CHUNK]))
+        except Exception:  # the broker is down: the sweeper re-queues pending rows
+            logger.warning("could not queue inbox rows for processing; the sweeper will", exc_info=True)
+            return
+
+
+def inbox_sweep(*, older_than: datetime.timedelta = datetime.timedelta(seconds=30)) -> int:
+    """Re-queues inbox rows still pending after a while (their task was lost, e.g. Redis restarted)."""
+    cutoff = timezone.now() - older_than
+    ids = list(
+        InboxMessage.objects.filter(outcome=Outcome.PENDING, received_at__lt=cutoff)
+        .order_by("id")
+        .values_list("id", flat=True)[:20_000]
+    )
+    enqueue_processing(ids)
+    return len(ids)
+
+
+def inbox_failed(ids: Sequence[int], error: BaseException) -> None:
+    """Counts a failed processing attempt; after MAX_ATTEMPTS a row becomes a dead letter with the error."""
+    detail = f"{type(error).__name__}: {error}"[:2000]
+    with transaction.atomic():
+        rows = InboxMessage.objects.select_for_update().filter(pk__in=ids, outcome=Outcome.PENDING)
+        for row in rows:
+            row.attempts += 1
+            row.detail = detail
+            if row.attempts >= MAX_ATTEMPTS:
+                row.outcome, row.processed_at = Outcome.DEAD, timezone.now()
+            row.save(update_fields=["attempts", "detail", "outcome", "processed_at"])
+
+
+# Processing ------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """What processing one batch produces, written in bulk at the end."""
+
+    readings: list[Reading]
+    touched: set[int]  # shipments whose contract must be evaluated again
+    seen: dict[int, datetime.datetime]  # device pk -> newest receipt
+
+
+def messages_process(ids: Iterable[int]) -> dict[str, int]:
+    """Processes pending inbox rows; rows already processed (or taken by another worker) are skipped.
+
+    One transaction: outcomes, readings and devices' last-seen commit
+    together. Afterwards, the shipments that got readings are evaluated.
+    Returns the count of each outcome.
+    """
+    counts: dict[str, int] = defaultdict(int)
+    with transaction.atomic():
+        rows = list(
+            InboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=list(ids), outcome=Outcome.PENDING)
+            .order_by("id")
+        )
+        if not rows:
+            return {}
+        batch = _Batch(readings=[], touched=set(), seen={})
+        checked = [(row, _check(row)) for row in rows]
+        devices = _devices({parsed.payload.device_id for _, parsed in checked if isinstance(parsed, _Parsed)})
+        accepted = _accepted_before(checked, devices)
+        for row, checked_payload in checked:
+            _settle(row, checked_payload, devices, accepted, batch)
+            counts[row.outcome] += 1
+        InboxMessage.objects.bulk_update(
+            rows, ["outcome", "reason", "detail", "processed_at", "device", "seq", "attempts"], batch_size=500
+        )
+        Reading.objects.bulk_create(batch.readings, batch_size=2000)
+        for device_pk, seen in batch.seen.items():
+            Device.objects.filter(pk=device_pk).filter(Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=seen)).update(
+                last_seen_at=seen
+            )
+        touched = sorted(batch.touched)
+        transaction.on_commit(lambda: evaluation_request(touched))
+    return dict(counts)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    envelope: protocol.Envelope
+    payload: protocol.Payload
+
+
+def _check(row: InboxMessage) -> _Parsed | protocol.Rejected:
+    """Parses the envelope and reads the payload; the signature is verified once the device is known."""
+    try:
+        envelope = protocol.parse(bytes(row.raw))
+        return _Parsed(envelope, protocol.read_payload(envelope, topic_device=_topic_device(row.topic)))
+    except protocol.Rejected as rejected:
+        return rejected
+
+
+def _topic_device(topic: str) -> str | None:
+    parts = topic.split("/")
+    return parts[3] if len(parts) == 5 and parts[:3] == ["coldtrace", "v1", "devices"] else None
+
+
+def _devices(device_ids: set[str]) -> dict[str, Device]:
+    return {device.device_id: device for device in Device.objects.filter(device_id__in=device_ids)}
+
+
+def _accepted_before(
+    checked: list[tuple[InboxMessage, _Parsed | protocol.Rejected]], devices: dict[str, Device]
+) -> dict[tuple[int, int], bytes]:
+    """(device pk, seq) -> digest of the bytes accepted for it, for the batch's candidates."""
+    payloads = [parsed.payload for _, parsed in checked if isinstance(parsed, _Parsed)]
+    wanted: set[tuple[int, int]] = {(devices[p.device_id].pk, p.seq) for p in payloads if p.device_id in devices}
+    if not wanted:
+        return {}
+    found = InboxMessage.objects.filter(
+        outcome=Outcome.ACCEPTED,
+        device__in={device for device, _ in wanted},
+        seq__in={seq for _, seq in wanted},
+    ).values_list("device_id", "seq", "raw")
+    digests = {
+        (device, seq): _digest(bytes(raw)) for device, seq, raw in found if device is not None and seq is not None
+    }
+    return {key: digest for key, digest in digests.items() if key in wanted}
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def _settle(
+    row: InboxMessage,
+    checked: _Parsed | protocol.Rejected,
+    devices: dict[str, Device],
+    accepted: dict[tuple[int, int], bytes],
+    batch: _Batch,
+) -> None:
+    """Decides one message's outcome, in the order of the spec's reasons; collects its readings."""
+    row.processed_at = timezone.now()
+    try:
+        if isinstance(checked, protocol.Rejected):
+            raise checked
+        payload = checked.payload
+        device = devices.get(payload.device_id)
+        if device is None:
+            raise protocol.Rejected("unknown_device", f"no device {payload.device_id!r} is registered")
+        row.device = device
+        if device.status != Device.Status.ACTIVE:
+            raise protocol.Rejected("device_disabled", f"device {device.device_id} is disabled")
+        protocol.verify(checked.envelope, bytes(device.public_key))
+        row.seq = payload.seq
+        before = accepted.get((device.pk, payload.seq))
+        if before is not None:
+            if before == _digest(bytes(row.raw)):
+                row.outcome = Outcome.DUPLICATE
+                return
+            raise protocol.Rejected("replay", f"seq {payload.seq} was already accepted with other bytes")
+        readings = protocol.resolve(payload, received_at=row.received_at)
+    except protocol.Rejected as rejected:
+        row.outcome, row.reason, row.detail = Outcome.REJECTED, rejected.reason, rejected.detail[:2000]
+        return
+    row.outcome, row.reason, row.detail = Outcome.ACCEPTED, "", ""
+    accepted[(device.pk, payload.seq)] = _digest(bytes(row.raw))
+    batch.seen[device.pk] = max(batch.seen.get(device.pk, row.received_at), row.received_at)
+    rides = _rides(device)
+    for reading in readings:
+        kind = KINDS.get(reading.unit)
+        if kind is None:
+            continue
+        shipment_id = _shipment_at(rides, reading.at)
+        if shipment_id is not None and kind == Reading.Kind.TEMPERATURE:
+            batch.touched.add(shipment_id)
+        batch.readings.append(
+            Reading(
+                device=device,
+                shipment_id=shipment_id,
+                message=row,
+                index=reading.index,
+                kind=kind,
+                value=reading.value,
+                measured_at=reading.at,
+                received_at=row.received_at,
+            )
+        )
+
+
+def _rides(device: Device) -> list[tuple[datetime.datetime, datetime.datetime | None, int]]:
+    cached: list[tuple[datetime.datetime, datetime.datetime | None, int]] | None = getattr(device, "_rides", None)
+    if cached is None:
+        cached = list(device.assignments.values_list("starts_at", "ends_at", "shipment_id"))
+        device._rides = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _shipment_at(
+    rides: list[tuple[datetime.datetime, datetime.datetime | None, int]], at: datetime.datetime
+) -> int | None:
+    """The shipment the logger rode with at that moment (device time), if any."""
+    for starts_at, ends_at, shipment_id in rides:
+        if starts_at <= at and (ends_at is None or at < ends_at):
+            return shipment_id
+    return None
+
+
+# Evaluation ------------------------------------------------------------------
+
+
+def evaluation_request(shipment_ids: Iterable[int]) -> None:
+    """Queues an evaluation per shipment, unless one is queued and has not started yet.
+
+    The task clears the mark before it reads the readings, so readings that
+    commit after it started get an evaluation of their own.
+    """
+    from iot_ingest.tasks import evaluate_shipment
+
+    for shipment_id in shipment_ids:
+        if cache.add(f"evaluate:{shipment_id}", 1, timeout=60):
+            try:
+                evaluate_shipment.delay(shipment_id)
+            except Exception:  # the broker is down; beat evaluates every moving shipment anyway
+                cache.delete(f"evaluate:{shipment_id}")
+                logger.warning("could not queue the evaluation of shipment %s", shipment_id, exc_info=True)
+
+
+def shipment_evaluate(shipment_id: int) -> list[Alert]:
+    """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts."""
+    cache.delete(f"evaluate:{shipment_id}")
+    shipment = Shipment.objects.select_related("contract").get(pk=shipment_id)
+    if shipment.dispatched_at is None:
+        return []
+    terms = shipment.contract.as_rules()
+    until = shipment.closed_at or timezone.now()
+    readings = Reading.objects.filter(
+        shipment=shipment, kind=Reading.Kind.TEMPERATURE, measured_at__lte=until
+    ).values_list("measured_at", "value")
+    evaluation = coldchain.evaluate(
+        terms,
+        (coldchain.Sample(at, value) for at, value in readings),
+        armed_from=shipment.dispatched_at + datetime.timedelta(seconds=terms.arming_seconds),
+        until=until,
+    )
+    return traceability.monitoring_apply(shipment=shipment, evaluation=evaluation)
+
+
+def moving_shipments() -> list[int]:
+    """Shipments under watch: in transit, or closed in the last hour (late uploads still count)."""
+    recently = timezone.now() - datetime.timedelta(hours=1)
+    return list(
+        Shipment.objects.filter(Q(status=Shipment.Status.IN_TRANSIT) | Q(closed_at__gte=recently)).values_list(
+            "id", flat=True
+        )
+    )
+
+
+# Readings in the ledger -----------------------------------------------------------
+
+
+def reading_leaf(reading: Reading, device_id: str, seq: int) -> bytes:
+    """A reading's leaf data: RFC 8785 canonical JSON of what the logger said."""
+    return rfc8785.dumps(
+        {
+            "device": device_id,
+            "seq": seq,
+            "index": reading.index,
+            "kind": reading.kind,
+            "value": reading.value,
+            "measured_at": reading.measured_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
+
+
+def _committed(readings: Iterable[Reading]) -> list[bytes]:
+    return [merkle.leaf_hash(reading_leaf(r, r.device.device_id, r.message.seq or 0)) for r in readings]
+
+
+def readings_commit(shipment: Shipment) -> ReadingCommit | None:
+    """Puts the Merkle root of the shipment's readings received since the last commit in the ledger."""
+    with transaction.atomic():
+        shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
+        fresh = list(
+            Reading.objects.filter(shipment=shipment, commit__isnull=True)
+            .select_related("device", "message")
+            .order_by("id")
+        )
+        if not fresh:
+            return None
+        root = merkle.root(len(fresh), dict(_tree_nodes(_committed(fresh))))
+        commit = ReadingCommit.objects.create(shipment=shipment, count=len(fresh), root=root)
+        Reading.objects.filter(pk__in=[r.pk for r in fresh]).update(commit=commit)
+        traceability.readings_committed(
+            shipment=shipment,
+            commit_id=commit.pk,
+            count=len(fresh),
+            root=root.hex(),
+            first_measured_at=min(r.measured_at for r in fresh),
+            last_measured_at=max(r.measured_at for r in fresh),
+        )
+    return commit
+
+
+def _tree_nodes(leaves: list[bytes]) -> Iterable[tuple[merkle.NodeKey, bytes]]:
+    return (((level, index), digest) for level, index, digest in merkle.append_nodes(0, leaves, {}))
+
+
+@dataclass(frozen=True)
+class ReadingProof:
+    reading: Reading
+    commit: ReadingCommit
+    leaf: bytes
+    index: int
+    path: list[bytes]
+
+
+def reading_proof(reading: Reading) -> ReadingProof | None:
+    """The reading's inclusion proof against its commit's root (None until it is committed)."""
+    if reading.commit is None:
+        return None
+    members = list(
+        Reading.objects.filter(commit_id=reading.commit_id).select_related("device", "message").order_by("id")
+    )
+    index = next(i for i, member in enumerate(members) if member.pk == reading.pk)
+    nodes = dict(_tree_nodes(_committed(members)))
+    return ReadingProof(
+        reading=reading,
+        commit=reading.commit,
+        leaf=reading_leaf(reading, reading.device.device_id, reading.message.seq or 0),
+        index=index,
+        path=merkle.inclusion_proof(index, len(members), nodes),
+    )

@@ -1,0 +1,45 @@
+"""Processing on Celery: tasks take inbox ids, own their retries, and are idempotent."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from iot_ingest import services
+from traceability.models import Shipment
+
+
+@shared_task(bind=True, ignore_result=True, max_retries=services.MAX_ATTEMPTS, soft_time_limit=60, time_limit=90)
+def process_messages(self, ids: list[int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Turns inbox rows into readings; a failure is counted on the rows, then retried with backoff."""
+    try:
+        return services.messages_process(ids)
+    except Exception as error:
+        services.inbox_failed(ids, error)
+        raise self.retry(exc=error, countdown=min(2**self.request.retries, 60)) from error
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def evaluate_shipment(shipment_id: int) -> int:
+    """Evaluates a shipment's contract; returns how many alerts it raised."""
+    return len(services.shipment_evaluate(shipment_id))
+
+
+@shared_task(ignore_result=True)
+def sweep_inbox() -> int:
+    """Beat: re-queues inbox rows that stayed pending (their task was lost)."""
+    return services.inbox_sweep()
+
+
+@shared_task(ignore_result=True)
+def evaluate_moving() -> int:
+    """Beat: evaluates every moving shipment, so data gaps alert even when no reading arrives."""
+    ids = services.moving_shipments()
+    services.evaluation_request(ids)
+    return len(ids)
+
+
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
+def commit_readings() -> int:
+    """Beat: a ``readings.committed`` ledger entry per shipment with new readings."""
+    shipments = Shipment.objects.filter(readings__commit__isnull=True).distinct()
+    return sum(services.readings_commit(shipment) is not None for shipment in shipments)

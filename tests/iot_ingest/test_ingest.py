@@ -1,0 +1,251 @@
+"""From raw bytes to readings: the inbox, the outcomes of the spec, exactly-once, attribution to shipments."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from iot_ingest import protocol, services
+from iot_ingest.models import Device, InboxMessage, Reading
+from ledger import merkle
+from ledger import services as ledger
+from ledger.models import Entry
+from tests.conftest import Persona
+from traceability import services as traceability
+
+pytestmark = pytest.mark.django_db
+UTC = datetime.UTC
+
+# The spec's test vector (spec/device-protocol.md).
+VECTOR_KEY = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+VECTOR_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+VECTOR = (
+    b"eyJhbGciOiJFZDI1NTE5Iiwia2lkIjoiTE9HLTAwMDEifQ.eyJkZXYiOiJMT0ctMDAwMSIsInNlcSI6NDIsInNlbm1sIjpbeyJibiI6InVybjpk"
+    b"ZXY6TE9HLTAwMDE6IiwiYnQiOjE3OTU4NjcyMDAsImJ1IjoiQ2VsIiwibiI6InRlbXAiLCJ2Ijo1LjF9LHsibiI6InRlbXAiLCJ0Ijo2MCwidiI6"
+    b"NS4zfSx7Im4iOiJ0ZW1wIiwidCI6MTIwLCJ2Ijo4LjZ9LHsibiI6InJoIiwidSI6IiVSSCIsInQiOjEyMCwidiI6NDF9XX0.vFQ5f9xZ6h8XgSB7"
+    b"OhFIqF0lxL5ue8dj7UhjFJNv3sOELHhNHyom7WE4AZbUSrCNmHwlV06PJHav0rx1Ez7LAQ"
+)
+VECTOR_RECEIVED = datetime.datetime(2026, 11, 28, 12, 3, tzinfo=UTC)
+
+
+@pytest.fixture
+def logger(manufacturer: Persona) -> Device:
+    device, _ = services.device_register(
+        device_id="LOG-0001", organisation=manufacturer.organisation, public_key=VECTOR_PUBLIC
+    )
+    return device
+
+
+def receive(*raws: bytes, at: datetime.datetime = VECTOR_RECEIVED, topic: str = "") -> list[InboxMessage]:
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt", topic, at) for raw in raws], enqueue=False)
+    services.messages_process([row.pk for row in rows])
+    return list(InboxMessage.objects.filter(pk__in=[row.pk for row in rows]).order_by("id"))
+
+
+def signed(seq: int, records: list[dict[str, Any]], device_id: str = "LOG-0001", key: bytes = VECTOR_KEY) -> bytes:
+    return protocol.message(Ed25519PrivateKey.from_private_bytes(key), device_id, seq, records)
+
+
+def at(minutes: float) -> float:
+    return (VECTOR_RECEIVED + datetime.timedelta(minutes=minutes)).timestamp()
+
+
+def test_the_spec_vector_is_accepted_and_resolved(logger: Device) -> None:
+    [row] = receive(VECTOR)
+    assert (row.outcome, row.seq, row.device) == ("accepted", 42, logger)
+    temperatures = list(Reading.objects.filter(kind="temperature").values_list("measured_at", "value"))
+    assert temperatures == [
+        (datetime.datetime(2026, 11, 28, 12, 0, tzinfo=UTC), 5.1),
+        (datetime.datetime(2026, 11, 28, 12, 1, tzinfo=UTC), 5.3),
+        (datetime.datetime(2026, 11, 28, 12, 2, tzinfo=UTC), 8.6),
+    ]
+    assert list(Reading.objects.filter(kind="humidity").values_list("value", flat=True)) == [41]
+    assert all(reading.received_at == VECTOR_RECEIVED for reading in Reading.objects.all())
+    logger.refresh_from_db()
+    assert logger.last_seen_at == VECTOR_RECEIVED
+
+
+def test_a_redelivery_is_a_duplicate_and_stored_once(logger: Device) -> None:
+    first, again = receive(VECTOR, VECTOR)
+    assert (first.outcome, again.outcome) == ("accepted", "duplicate")
+    [later] = receive(VECTOR)
+    assert later.outcome == "duplicate"
+    assert Reading.objects.count() == 4
+
+
+def test_the_same_seq_with_other_bytes_is_a_replay(logger: Device) -> None:
+    receive(VECTOR)
+    [row] = receive(signed(42, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(-1)}]))
+    assert (row.outcome, row.reason) == ("rejected", "replay")
+    assert Reading.objects.count() == 4
+
+
+def test_processing_twice_changes_nothing(logger: Device) -> None:
+    [row] = receive(VECTOR)
+    assert services.messages_process([row.pk]) == {}
+    assert Reading.objects.count() == 4
+
+
+@pytest.mark.parametrize(
+    ("raw", "topic", "reason"),
+    [
+        (b"x" * (protocol.MAX_MESSAGE_BYTES + 1), "", "too_large"),
+        (b"not a jws", "", "malformed"),
+        (VECTOR[:-2] + b"AA", "", "bad_signature"),
+        (VECTOR, "coldtrace/v1/devices/LOG-0002/readings", "device_mismatch"),
+    ],
+)
+def test_a_bad_message_is_stored_with_its_reason(logger: Device, raw: bytes, topic: str, reason: str) -> None:
+    [row] = receive(raw, topic=topic)
+    assert (row.outcome, row.reason) == ("rejected", reason)
+    assert bytes(row.raw) == raw[: protocol.MAX_MESSAGE_BYTES]
+    assert row.detail
+    assert Reading.objects.count() == 0
+
+
+def test_an_unknown_or_disabled_logger_is_refused(manufacturer: Persona) -> None:
+    [row] = receive(VECTOR)
+    assert row.reason == "unknown_device"
+    Device.objects.create(
+        device_id="LOG-0001", organisation=manufacturer.organisation, public_key=VECTOR_PUBLIC, status="disabled"
+    )
+    [row] = receive(VECTOR)
+    assert row.reason == "device_disabled"
+
+
+def test_readings_out_of_window_or_range_reject_the_whole_message(logger: Device) -> None:
+    late = signed(1, [{"n": "temp", "u": "Cel", "v": 5.0, "t": at(-91 * 24 * 60)}])
+    hot = signed(2, [{"n": "temp", "u": "Cel", "v": 5.0, "t": at(-1)}, {"n": "temp", "u": "Cel", "v": 101, "t": at(0)}])
+    rows = receive(late, hot)
+    assert [(row.outcome, row.reason) for row in rows] == [
+        ("rejected", "time_out_of_window"),
+        ("rejected", "value_out_of_range"),
+    ]
+    assert Reading.objects.count() == 0
+
+
+def test_readings_belong_to_the_shipment_the_logger_rode_with_at_that_time(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - datetime.timedelta(hours=1))
+    services.device_assign(
+        actor=manufacturer.user,
+        device=logger,
+        shipment=shipment,
+        starts_at=datetime.datetime(2026, 11, 28, 12, 1, tzinfo=UTC),
+    )
+    receive(VECTOR)
+    attributed = dict(Reading.objects.filter(kind="temperature").values_list("value", "shipment"))
+    assert attributed == {5.1: None, 5.3: shipment.pk, 8.6: shipment.pk}
+
+
+def test_a_failing_row_becomes_a_dead_letter_after_repeated_attempts(logger: Device) -> None:
+    [row] = services.inbox_receive([services.RawMessage(VECTOR, "mqtt", "", VECTOR_RECEIVED)], enqueue=False)
+    for _ in range(services.MAX_ATTEMPTS):
+        services.inbox_failed([row.pk], RuntimeError("database went away"))
+    row.refresh_from_db()
+    assert (row.outcome, row.attempts) == ("dead", services.MAX_ATTEMPTS)
+    assert "database went away" in row.detail
+
+
+def test_the_sweeper_requeues_rows_left_pending(logger: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    queued: list[list[int]] = []
+    monkeypatch.setattr(services, "enqueue_processing", lambda ids: queued.append(list(ids)))
+    old = datetime.datetime.now(UTC) - datetime.timedelta(minutes=5)
+    [row] = services.inbox_receive([services.RawMessage(VECTOR, "mqtt", "", old)], enqueue=False)
+    services.inbox_receive([services.RawMessage(b"fresh", "mqtt")], enqueue=False)
+    assert services.inbox_sweep() == 1
+    assert queued == [[row.pk]]
+
+
+def test_readings_are_committed_to_the_ledger_and_each_can_be_proven(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - datetime.timedelta(hours=1))
+    services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
+    receive(VECTOR)
+    commit = services.readings_commit(shipment)
+    assert commit is not None
+    assert commit.count == 4
+    assert services.readings_commit(shipment) is None  # nothing new
+    ledger.entries_sequence()
+    entry = Entry.objects.get(type="readings.committed")
+    assert json.loads(bytes(entry.leaf))["data"]["root"] == bytes(commit.root).hex()
+    for reading in Reading.objects.all():
+        proof = services.reading_proof(reading)
+        assert proof is not None
+        assert merkle.verify_inclusion(
+            proof.index, commit.count, merkle.leaf_hash(proof.leaf), proof.path, bytes(commit.root)
+        )
+    response = manufacturer.client().get(f"/api/v1/shipments/{shipment.pk}/readings/{reading.pk}/proof")
+    assert response.status_code == 200
+    assert response.json()["root"] == bytes(commit.root).hex()
+
+
+def test_devices_register_from_the_command_line(manufacturer: Persona) -> None:
+    out = io.StringIO()
+    call_command("device_register", "LOG-0009", org=manufacturer.organisation.gln, stdout=out)
+    private = next(line.split()[-1] for line in out.getvalue().splitlines() if line.startswith("private key"))
+    device = Device.objects.get(device_id="LOG-0009")
+    public = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(private)).public_key().public_bytes_raw()
+    assert bytes(device.public_key) == public
+    call_command(
+        "device_register", "LOG-0010", org=manufacturer.organisation.gln, public_key=VECTOR_PUBLIC.hex(), stdout=out
+    )
+    assert bytes(Device.objects.get(device_id="LOG-0010").public_key) == VECTOR_PUBLIC
+
+
+# HTTPS ---------------------------------------------------------------------------
+
+
+def test_https_takes_one_message_as_application_jose(logger: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services.timezone, "now", lambda: VECTOR_RECEIVED)
+    response = APIClient().post("/api/v1/ingest/readings", VECTOR, content_type="application/jose")
+    assert response.status_code == 202
+    assert response.json() == {"results": [{"seq": 42, "outcome": "accepted"}]}
+    assert Reading.objects.count() == 4
+
+
+def test_https_takes_a_docked_loggers_buffer(logger: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services.timezone, "now", lambda: VECTOR_RECEIVED)
+    other = signed(43, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(-1)}])
+    body = {"messages": [VECTOR.decode(), other.decode(), VECTOR.decode(), "junk"]}
+    response = APIClient().post("/api/v1/ingest/readings", body, format="json")
+    assert response.status_code == 202
+    assert response.json()["results"] == [
+        {"seq": 42, "outcome": "accepted"},
+        {"seq": 43, "outcome": "accepted"},
+        {"seq": 42, "outcome": "duplicate"},
+        {"seq": None, "outcome": "rejected", "reason": "malformed"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"garbage", "application/jose"), (b'{"messages": []}', "application/json"), (b"[1]", "application/json")],
+)
+def test_https_refuses_what_cannot_be_parsed_at_all(logger: Device, body: bytes, content_type: str) -> None:
+    response = APIClient().post("/api/v1/ingest/readings", body, content_type=content_type)
+    assert response.status_code == 400
+
+
+def _dispatched_shipment(manufacturer: Persona, carrier: Persona, pharmacy: Persona, *, left: datetime.datetime) -> Any:
+    from tests.factories import BatchFactory, ProductFactory
+
+    batch = BatchFactory(product=ProductFactory(manufacturer=manufacturer.organisation))
+    shipment = traceability.shipment_create(
+        actor=manufacturer.user,
+        carrier=carrier.organisation,
+        consignee=pharmacy.organisation,
+        origin=manufacturer.site,
+        destination=pharmacy.site,
+        items=[traceability.ItemSpec(batch=batch, quantity=10)],
+    )
+    return traceability.shipment_dispatch(actor=manufacturer.user, shipment=shipment, occurred_at=left)
