@@ -220,7 +220,9 @@ class Excursion:
 class Evaluation:
     excursions: tuple[Excursion, ...]
     triggers: tuple[Trigger, ...]  # every trigger, in time order
-    mkt_celsius: float | None  # over the window ending at the last reading; None: no window or no readings
+    # over the window ending at the last reading, as much of it as the readings cover;
+    # None: the contract has no MKT window, or there are no readings
+    mkt_celsius: float | None
     stability_used_seconds: int  # evidenced time at or above max_celsius
     freeze_thaw_cycles: int
     last_reading_at: datetime.datetime | None
@@ -236,9 +238,10 @@ def evaluate(
     """Judge readings against a contract, on the readings' own timestamps.
 
     A pure function of the set of readings: duplicates are dropped and the rest
-    sorted by ``(at, celsius)``, so order and redelivery change nothing. Readings
-    before ``armed_from`` (dispatch plus the arming period) are neither evaluated
-    nor counted. ``until`` (now, or delivery) serves only to detect a trailing
+    sorted by ``(at, celsius)``, so order and redelivery change nothing (two
+    different readings at one instant are both kept; the warmer one holds).
+    Readings before ``armed_from`` (dispatch plus the arming period) are
+    neither evaluated nor counted. ``until`` (now, or delivery) serves only to detect a trailing
     data gap; the last value is never extended to it, because missing data is a
     gap, not a temperature.
 

@@ -316,6 +316,28 @@ def test_a_signature_that_does_not_verify_is_a_bad_signature(raw: bytes):
     assert reason(raw) == "bad_signature"
 
 
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"\x00" * (MAX_MESSAGE_BYTES + 1), "65537 bytes; the limit is 65536"),
+        (HEADER_PART + b"." + PAYLOAD_PART, "2 dot-separated parts"),
+        (jws({"alg": "HS256", "kid": DEVICE}, ONE_READING), 'alg "HS256" is not accepted'),
+        (jws({**HEADER, "crit": ["b64"], "b64": False}, ONE_READING), "crit is present"),
+        (jws({**HEADER, "b64": False}, ONE_READING), "unexpected header parameter(s) 'b64'"),
+        (VECTOR_MESSAGE.replace(SIGNATURE_PART, SIGNATURE_PART[:84]), "63 bytes; Ed25519 signatures are 64"),
+        (jws(HEADER, ONE_READING, key=OTHER_KEY), "does not verify with the key registered for LOG-0001"),
+        (jws(HEADER, {**ONE_READING, "dev": "LOG-0002"}), 'dev "LOG-0002" differs from the header\'s kid'),
+        (pack({"n": NAME, "u": "Cel", "v": 100.5}), "reads 100.5 Cel; the range is -100 to 100"),
+        (pack({"n": NAME, "u": "Cel", "v": 4.5, "t": 360}), "0:06:00 after receipt"),
+        (pack({"n": NAME, "u": "Cel", "v": 4.5}, {"n": "x", "u": "Cel", "v": "4"}), 'senml record 1 has v "4"'),
+    ],
+)
+def test_a_rejections_detail_says_what_was_wrong(raw: bytes, words: str):
+    with pytest.raises(Rejected) as caught:
+        run(raw)
+    assert words in caught.value.detail
+
+
 def test_a_registered_key_of_the_wrong_length_is_the_platforms_error_not_the_devices():
     with pytest.raises(ValueError, match="32 bytes"):
         verify(parse(VECTOR_MESSAGE), PUBLIC_KEY[:31])
@@ -491,6 +513,12 @@ def test_times_resolve_relative_below_2_28_and_must_lie_in_the_window(time: dict
         assert reason(raw) == outcome
     else:
         assert [r.at for r in run(raw)] == [outcome]
+
+
+def test_2_28_itself_is_absolute_and_anything_below_is_relative():
+    received = datetime.datetime.fromtimestamp(2**28, UTC)  # 1978: a receipt time where the two readings differ
+    assert [r.at for r in run(pack({"n": NAME, "u": "Cel", "v": 4.5, "t": 2**28}), received_at=received)] == [received]
+    assert reason(pack({"n": NAME, "u": "Cel", "v": 4.5, "t": 2**28 - 1}), received_at=received) == "time_out_of_window"
 
 
 def test_records_in_other_units_are_not_evaluated_for_time_or_range():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import time
 from itertools import pairwise
 
 import pytest
@@ -705,20 +704,18 @@ def test_the_evaluation_adds_up(trip: list[Sample]) -> None:
         assert outside
 
 
-# --- performance sanity ------------------------------------------------------------------
+# --- a month of readings -------------------------------------------------------------------
+# How fast this runs is measured by `make bench`, not asserted here.
 
 
-def test_thirty_days_of_five_minute_readings_evaluate_in_well_under_a_second() -> None:
+def test_thirty_days_of_five_minute_readings_roll_the_mkt_window_over_all_of_them() -> None:
     contract = default_contract(REFRIGERATED, stability_budget_minutes=240, freeze_sensitive=True)
     # a day-night swing between 3 and 9 °C, with the 24 h MKT window rolling over all of it
     month = [Sample(at(5 * i), 6.0 + 3.0 * math.sin(i * 2 * math.pi / 288)) for i in range(30 * 24 * 12)]
-
-    started = time.perf_counter()
     evaluation = evaluate(contract, month, armed_from=T0, until=month[-1].at)
-    elapsed = time.perf_counter() - started
-
     assert len(month) == 8640
     assert evaluation.last_reading_at == month[-1].at
     assert fired(evaluation, "rule:stability budget spent")
-    # about 0.06 s on a laptop: MKT windows kept with running sums, not recomputed per reading
-    assert elapsed < 1.0
+    last_day = [sample for sample in month if sample.at > month[-1].at - datetime.timedelta(hours=24)]
+    assert evaluation.mkt_celsius is not None
+    assert abs(evaluation.mkt_celsius - mkt(last_day)) < 0.05

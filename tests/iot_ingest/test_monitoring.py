@@ -1,0 +1,218 @@
+"""Readings become excursions, alerts and ledger entries: exactly once, whatever the order of arrival."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.utils import timezone
+
+from iot_ingest import protocol, services
+from iot_ingest.models import Device
+from ledger import services as ledger
+from ledger.models import Entry, PendingEvent
+from tests.conftest import Persona
+from tests.factories import BatchFactory, ProductFactory
+from traceability import services as traceability
+from traceability.models import Alert, Excursion, Shipment
+
+pytestmark = pytest.mark.django_db
+MINUTE = datetime.timedelta(minutes=1)
+
+
+class Logger:
+    """A logger on a shipment that left 12 h 27 min ago, reporting every 5 minutes, 12 readings a message."""
+
+    def __init__(self, owner: Persona, shipment: Shipment) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        self.device, _ = services.device_register(
+            device_id="LOG-T1", organisation=owner.organisation, public_key=self.key.public_key().public_bytes_raw()
+        )
+        services.device_assign(
+            actor=owner.user, device=self.device, shipment=shipment, starts_at=shipment.dispatched_at
+        )
+        self.start = shipment.dispatched_at
+        self.seq = 0
+
+    def messages(self, temperatures: list[float]) -> list[bytes]:
+        """Signed messages for one reading every 5 minutes from dispatch on."""
+        raws = []
+        for first in range(0, len(temperatures), 12):
+            records = [
+                {"n": "temp", "u": "Cel", "t": (self.start + 5 * MINUTE * i).timestamp(), "v": temperatures[i]}
+                for i in range(first, min(first + 12, len(temperatures)))
+            ]
+            self.seq += 1
+            raws.append(protocol.message(self.key, self.device.device_id, self.seq, records))
+        return raws
+
+
+def deliver(raws: list[bytes], shipment: Shipment) -> list[Alert]:
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+    services.messages_process([row.pk for row in rows])
+    return services.shipment_evaluate(shipment.pk)
+
+
+@pytest.fixture
+def shipment(manufacturer: Persona, carrier: Persona, pharmacy: Persona) -> Shipment:
+    batch = BatchFactory(product=ProductFactory(manufacturer=manufacturer.organisation, stability_budget_minutes=240))
+    planned = traceability.shipment_create(
+        actor=manufacturer.user,
+        carrier=carrier.organisation,
+        consignee=pharmacy.organisation,
+        origin=manufacturer.site,
+        destination=pharmacy.site,
+        items=[traceability.ItemSpec(batch=batch, quantity=10)],
+    )
+    return traceability.shipment_dispatch(
+        actor=manufacturer.user, shipment=planned, occurred_at=timezone.now() - datetime.timedelta(minutes=747)
+    )
+
+
+def warm_day() -> list[float]:
+    """5 °C for an hour, then 9.5 °C for 11 hours (a failed reefer), then back to 5 °C for 30 minutes."""
+    return [5.0] * 12 + [9.5] * 132 + [5.0] * 6
+
+
+def ledger_facts() -> list[dict[str, Any]]:
+    ledger.entries_sequence()
+    return [json.loads(bytes(entry.leaf)) for entry in Entry.objects.order_by("seq")]
+
+
+def monitoring(facts: list[dict[str, Any]]) -> list[str]:
+    kinds = ("excursion.started", "excursion.ended", "contract.breached")
+    return sorted(f"{fact['type']} {fact['data'].get('rule', '')}".strip() for fact in facts if fact["type"] in kinds)
+
+
+def test_a_failed_reefer_raises_each_rule_once_and_records_the_excursion(
+    manufacturer: Persona, shipment: Shipment
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    raised = deliver(logger.messages(warm_day()), shipment)
+    assert sorted(alert.key for alert in raised) == [
+        "rule:early warning, warm",
+        "rule:heat excursion",
+        "rule:stability budget 50 %",
+        "rule:stability budget 80 %",
+        "rule:stability budget spent",
+    ]
+    severities = {alert.key: alert.severity for alert in raised}
+    assert severities["rule:heat excursion"] == "alarm"
+    assert severities["rule:stability budget spent"] == "critical"
+    [excursion] = Excursion.objects.filter(shipment=shipment)
+    assert excursion.direction == "above"
+    assert excursion.started_at == logger.start + 60 * MINUTE
+    assert excursion.ended_at == logger.start + 720 * MINUTE
+    assert excursion.peak_celsius == 9.5
+    assert monitoring(ledger_facts()) == [
+        "contract.breached rule:stability budget spent",
+        "excursion.ended",
+        "excursion.started",
+    ]
+
+
+def test_evaluating_again_raises_nothing_and_appends_nothing(manufacturer: Persona, shipment: Shipment) -> None:
+    logger = Logger(manufacturer, shipment)
+    deliver(logger.messages(warm_day()), shipment)
+    alerts, entries = Alert.objects.count(), PendingEvent.objects.count()
+    assert services.shipment_evaluate(shipment.pk) == []
+    assert services.shipment_evaluate(shipment.pk) == []
+    assert (Alert.objects.count(), PendingEvent.objects.count()) == (alerts, entries)
+
+
+def test_readings_in_any_order_and_duplicated_give_the_same_outcome(manufacturer: Persona, shipment: Shipment) -> None:
+    logger = Logger(manufacturer, shipment)
+    messages = logger.messages(warm_day())
+    shuffled = messages + messages[::3]
+    random.Random(7).shuffle(shuffled)
+    for start in range(0, len(shuffled), 2):  # arrives bit by bit, evaluated each time
+        deliver(shuffled[start : start + 2], shipment)
+    # While buffers arrive out of order the logger really was silent for a while, so
+    # "gap" alerts may have been raised on the way; every contract rule fired once.
+    rules = Alert.objects.filter(shipment=shipment).exclude(key="gap")
+    assert sorted(rules.values_list("key", flat=True)) == [
+        "rule:early warning, warm",
+        "rule:heat excursion",
+        "rule:stability budget 50 %",
+        "rule:stability budget 80 %",
+        "rule:stability budget spent",
+    ]
+    [excursion] = Excursion.objects.filter(shipment=shipment)
+    assert (excursion.started_at, excursion.ended_at) == (logger.start + 60 * MINUTE, logger.start + 720 * MINUTE)
+    assert monitoring(ledger_facts()) == [
+        "contract.breached rule:stability budget spent",
+        "excursion.ended",
+        "excursion.started",
+    ]
+
+
+def test_an_open_alert_is_not_raised_again_until_resolved(
+    manufacturer: Persona, carrier: Persona, shipment: Shipment
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    # Two hot spells of 40 minutes: the early warning fires in both.
+    spells = [5.0] * 12 + [9.0] * 8 + [5.0] * 12 + [9.0] * 8 + [5.0] * 4
+    deliver(logger.messages(spells[:32]), shipment)
+    [first] = Alert.objects.filter(key="rule:early warning, warm")
+    deliver(logger.messages(spells)[2:], shipment)
+    assert Alert.objects.filter(key="rule:early warning, warm").count() == 1  # still open: no flood
+    traceability.alert_resolve(actor=carrier.user, alert=first, comment="Reefer reset.")
+    later = [5.0] * 48 + [9.0] * 8
+    deliver(logger.messages(later)[4:], shipment)
+    assert Alert.objects.filter(key="rule:early warning, warm").count() == 2
+
+
+def test_staff_acknowledge_and_resolve_alerts_through_the_api(
+    manufacturer: Persona, carrier: Persona, regulator: Persona, competitor: Persona, shipment: Shipment
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    deliver(logger.messages([5.0] * 12 + [26.0] * 2), shipment)
+    alert = Alert.objects.get(key="rule:hard ceiling")
+    assert alert.severity == "critical"
+    listed = carrier.client().get("/api/v1/alerts/", {"status": "open", "severity": "critical"}).json()
+    assert [item["id"] for item in listed["results"]] == [alert.pk]
+    assert competitor.client().get(f"/api/v1/alerts/{alert.pk}/").status_code == 404
+    assert regulator.client().post(f"/api/v1/alerts/{alert.pk}/acknowledge", {}, format="json").status_code == 403
+    response = carrier.client().post(
+        f"/api/v1/alerts/{alert.pk}/acknowledge", {"comment": "Driver checking the unit."}, format="json"
+    )
+    assert response.status_code == 200
+    assert (response.json()["status"], response.json()["acknowledged_by"]) == ("acknowledged", "carrier")
+    again = carrier.client().post(f"/api/v1/alerts/{alert.pk}/acknowledge", {}, format="json")
+    assert again.status_code == 400
+    unexplained = manufacturer.client().post(f"/api/v1/alerts/{alert.pk}/resolve", {}, format="json")
+    assert unexplained.status_code == 400
+    done = manufacturer.client().post(
+        f"/api/v1/alerts/{alert.pk}/resolve", {"comment": "Batch quarantined."}, format="json"
+    )
+    assert done.json()["status"] == "resolved"
+    types = [fact["type"] for fact in ledger_facts()]
+    assert types.count("alert.acknowledged") == 1
+    assert types.count("alert.resolved") == 1
+
+
+def test_the_readings_api_downsamples_for_charts(manufacturer: Persona, pharmacy: Persona, shipment: Shipment) -> None:
+    logger = Logger(manufacturer, shipment)
+    deliver(logger.messages(warm_day()), shipment)
+    response = pharmacy.client().get(f"/api/v1/shipments/{shipment.pk}/readings/", {"points": 10})
+    points = response.json()["points"]
+    assert 1 <= len(points) <= 10
+    assert sum(point["count"] for point in points) == len(warm_day())
+    assert max(point["max"] for point in points) == 9.5
+    assert min(point["min"] for point in points) == 5.0
+    excursions = pharmacy.client().get(f"/api/v1/shipments/{shipment.pk}/excursions/").json()["results"]
+    assert [(e["direction"], e["peak_celsius"]) for e in excursions] == [("above", 9.5)]
+
+
+def test_a_logger_of_another_owner_cannot_be_put_on_a_shipment(
+    manufacturer: Persona, carrier: Persona, shipment: Shipment
+) -> None:
+    Logger(manufacturer, shipment)
+    response = carrier.client().post(f"/api/v1/shipments/{shipment.pk}/devices", {"device_id": "LOG-T1"}, format="json")
+    assert response.status_code == 400
+    assert "device_id" in response.json()
+    assert Device.objects.get(device_id="LOG-T1").assignments.count() == 1
