@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -28,6 +28,7 @@ from traceability.api.views import ERRORS, READ_ERRORS
 from traceability.models import Organisation
 
 MAX_BATCH = 1000
+MAX_BATCH_BYTES = 16 * 2**20  # far above 1000 ordinary messages, far below 1000 of 64 KiB
 
 
 def _actor(request: Request) -> User:
@@ -55,7 +56,9 @@ class BatchParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:  # type: ignore[override]
-        data: bytes = stream.read() if stream is not None else b""
+        data: bytes = stream.read(MAX_BATCH_BYTES + 1) if stream is not None else b""
+        if len(data) > MAX_BATCH_BYTES:
+            raise ParseError(f"an upload is at most {MAX_BATCH_BYTES // 2**20} MiB; send the buffer in parts")
         return data
 
 

@@ -57,7 +57,9 @@ ALGORITHMS = ("Ed25519", "EdDSA")  # a tuple, not a set: a JSON alg may be unhas
 HEADER_PARAMETERS = frozenset({"alg", "kid"})
 PAYLOAD_FIELDS = ("dev", "seq", "senml")
 # Inclusive bounds per evaluated unit; a record with any other unit is kept but not evaluated.
-VALUE_RANGES: Mapping[str, tuple[float, float]] = {TEMPERATURE: (-100.0, 100.0), HUMIDITY: (0.0, 100.0)}
+# The spec bounds temperatures only; humidity probes near condensation read a little over 100 %,
+# and refusing those would throw away the message's temperatures with them.
+VALUE_RANGES: Mapping[str, tuple[float, float]] = {TEMPERATURE: (-100.0, 100.0), HUMIDITY: (-math.inf, math.inf)}
 MAX_FUTURE = datetime.timedelta(minutes=5)
 MAX_AGE = datetime.timedelta(days=90)
 RELATIVE_TIME_LIMIT = 2**28  # RFC 8428 section 4.5.3: a time below this is relative to "now"
@@ -83,9 +85,12 @@ class Rejected(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in REASONS:
             raise ValueError(f"{reason!r} is not one of the protocol's rejection reasons {REASONS}")
-        super().__init__(f"{reason}: {detail}")
+        super().__init__(reason, detail)  # the arguments, so that a Rejected pickles and copies
         self.reason = reason
         self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +124,7 @@ class Reading:
     index: int  # the record's position in the pack: the reading's stable id within its message
 
 
-# Parsing the envelope (RFC 7515) ----------------------------------------------
+# Parsing the envelope (RFC 7515) ------------------------------------------------------------------
 
 
 def parse(raw: bytes) -> Envelope:
@@ -225,7 +230,7 @@ def _check_header(header: dict[str, Any]) -> str:
     return kid
 
 
-# The signature (RFC 8037, RFC 8032) --------------------------------------------
+# The signature (RFC 8037, RFC 8032) ---------------------------------------------------------------
 
 
 def verify(envelope: Envelope, public_key: bytes) -> None:
@@ -249,7 +254,7 @@ def verify(envelope: Envelope, public_key: bytes) -> None:
         ) from None
 
 
-# The payload --------------------------------------------------------------------
+# The payload --------------------------------------------------------------------------------------
 
 
 def read_payload(envelope: Envelope, *, topic_device: str | None = None) -> Payload:
@@ -313,7 +318,7 @@ def _record(record: Any, index: int) -> dict[str, Any]:
     return record
 
 
-# SenML resolution (RFC 8428 section 4.6) ----------------------------------------------
+# SenML resolution (RFC 8428 section 4.6) ----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -462,7 +467,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-# Signing: for the device simulator and the tests -----------------------------------
+# Signing: for the device simulator and the tests --------------------------------------------------
 
 
 def sign(private_key: Ed25519PrivateKey, device_id: str, payload: Mapping[str, Any]) -> bytes:

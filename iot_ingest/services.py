@@ -196,11 +196,12 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
         if not rows:
             return {}
         batch = _Batch(readings=[], touched=set(), seen={})
-        checked = [(row, _check(row)) for row in rows]
-        devices = _devices({parsed.payload.device_id for _, parsed in checked if isinstance(parsed, _Parsed)})
-        accepted = _accepted_before(checked, devices)
-        for row, checked_payload in checked:
-            _settle(row, checked_payload, devices, accepted, batch)
+        envelopes = [(row, _parse(row)) for row in rows]
+        devices = _devices({e.device_id for _, e in envelopes if isinstance(e, protocol.Envelope)})
+        checked = [(row, _authenticate(row, envelope, devices)) for row, envelope in envelopes]
+        accepted = _accepted_before([c for _, c in checked if isinstance(c, _Verified)])
+        for row, verified in checked:
+            _settle(row, verified, accepted, batch)
             counts[row.outcome] += 1
         InboxMessage.objects.bulk_update(
             rows, ["outcome", "reason", "detail", "processed_at", "device", "seq", "attempts"], batch_size=500
@@ -216,18 +217,39 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class _Parsed:
-    envelope: protocol.Envelope
+class _Verified:
+    """A message whose signature verified with its device's key."""
+
+    device: Device
     payload: protocol.Payload
 
 
-def _check(row: InboxMessage) -> _Parsed | protocol.Rejected:
-    """Parses the envelope and reads the payload; the signature is verified once the device is known."""
+def _parse(row: InboxMessage) -> protocol.Envelope | protocol.Rejected:
     try:
-        envelope = protocol.parse(bytes(row.raw))
-        return _Parsed(envelope, protocol.read_payload(envelope, topic_device=_topic_device(row.topic)))
+        return protocol.parse(bytes(row.raw))
     except protocol.Rejected as rejected:
         return rejected
+
+
+def _authenticate(
+    row: InboxMessage, envelope: protocol.Envelope | protocol.Rejected, devices: dict[str, Device]
+) -> _Verified | protocol.Rejected:
+    """The spec's checks up to the payload, in its order: nothing unsigned is believed."""
+    try:
+        if isinstance(envelope, protocol.Rejected):
+            raise envelope
+        device = devices.get(envelope.device_id)
+        if device is None:
+            raise protocol.Rejected("unknown_device", f"no device {envelope.device_id!r} is registered")
+        row.device = device
+        if device.status != Device.Status.ACTIVE:
+            raise protocol.Rejected("device_disabled", f"device {device.device_id} is disabled")
+        protocol.verify(envelope, bytes(device.public_key))
+        payload = protocol.read_payload(envelope, topic_device=_topic_device(row.topic))
+    except protocol.Rejected as rejected:
+        return rejected
+    row.seq = payload.seq
+    return _Verified(device, payload)
 
 
 def _topic_device(topic: str) -> str | None:
@@ -239,12 +261,9 @@ def _devices(device_ids: set[str]) -> dict[str, Device]:
     return {device.device_id: device for device in Device.objects.filter(device_id__in=device_ids)}
 
 
-def _accepted_before(
-    checked: list[tuple[InboxMessage, _Parsed | protocol.Rejected]], devices: dict[str, Device]
-) -> dict[tuple[int, int], bytes]:
+def _accepted_before(candidates: list[_Verified]) -> dict[tuple[int, int], bytes]:
     """(device pk, seq) -> digest of the bytes accepted for it, for the batch's candidates."""
-    payloads = [parsed.payload for _, parsed in checked if isinstance(parsed, _Parsed)]
-    wanted: set[tuple[int, int]] = {(devices[p.device_id].pk, p.seq) for p in payloads if p.device_id in devices}
+    wanted = {(c.device.pk, c.payload.seq) for c in candidates}
     if not wanted:
         return {}
     found = InboxMessage.objects.filter(
@@ -252,9 +271,7 @@ def _accepted_before(
         device__in={device for device, _ in wanted},
         seq__in={seq for _, seq in wanted},
     ).values_list("device_id", "seq", "raw")
-    digests = {
-        (device, seq): _digest(bytes(raw)) for device, seq, raw in found if device is not None and seq is not None
-    }
+    digests = {(d, seq): _digest(bytes(raw)) for d, seq, raw in found if d is not None and seq is not None}
     return {key: digest for key, digest in digests.items() if key in wanted}
 
 
@@ -264,25 +281,16 @@ def _digest(raw: bytes) -> bytes:
 
 def _settle(
     row: InboxMessage,
-    checked: _Parsed | protocol.Rejected,
-    devices: dict[str, Device],
+    checked: _Verified | protocol.Rejected,
     accepted: dict[tuple[int, int], bytes],
     batch: _Batch,
 ) -> None:
-    """Decides one message's outcome, in the order of the spec's reasons; collects its readings."""
+    """Decides one message's outcome: duplicate, replay, or its readings' checks; collects its readings."""
     row.processed_at = timezone.now()
     try:
         if isinstance(checked, protocol.Rejected):
             raise checked
-        payload = checked.payload
-        device = devices.get(payload.device_id)
-        if device is None:
-            raise protocol.Rejected("unknown_device", f"no device {payload.device_id!r} is registered")
-        row.device = device
-        if device.status != Device.Status.ACTIVE:
-            raise protocol.Rejected("device_disabled", f"device {device.device_id} is disabled")
-        protocol.verify(checked.envelope, bytes(device.public_key))
-        row.seq = payload.seq
+        device, payload = checked.device, checked.payload
         before = accepted.get((device.pk, payload.seq))
         if before is not None:
             if before == _digest(bytes(row.raw)):

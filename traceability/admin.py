@@ -10,8 +10,10 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from traceability.models import (
+    Alert,
     Batch,
     CustodyEvent,
+    Excursion,
     Membership,
     Organisation,
     Product,
@@ -86,6 +88,19 @@ class CustodyEventInline(admin.TabularInline[CustodyEvent, Shipment]):
     model = CustodyEvent
     extra = 0
     can_delete = False
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    list_display = ["raised_at", "shipment", "severity", "status", "message"]
+    list_filter = ["status", "severity"]
+    list_select_related = ["shipment"]
+
+
+@admin.register(Excursion)
+class ExcursionAdmin(ReadOnlyAdmin):
+    list_display = ["shipment", "direction", "started_at", "ended_at", "peak_celsius"]
+    list_select_related = ["shipment"]
 
 
 @admin.register(Shipment)
