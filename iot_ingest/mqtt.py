@@ -48,6 +48,7 @@ BATCH_SIZE = 200
 MAX_DELAY = 0.005  # seconds a batch waits for more messages after its first
 SESSION_EXPIRY = 24 * 3600  # MQTT 5: the broker keeps our session (and queues for it) this long while we are away
 UNSUPPORTED_PROTOCOL_VERSION = 132  # CONNACK reason code; paho maps MQTT 3.1.1's return code 1 to it
+PROBE_TIMEOUT = 5.0  # auto: a broker that leaves an MQTT 5 CONNECT unanswered this long is taken for 3.1.1
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # after a failed commit; the last repeats
 STATS_EVERY = 60.0
 
@@ -181,10 +182,14 @@ class Ingestor:
 
     def on_message(self, client: Any, userdata: Any, message: paho.MQTTMessage) -> None:
         """Queues the message (paho's ``on_message``); once stopping, leaves it unacknowledged for redelivery."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; an exception here would stop paho's thread
+            topic = ""
         received = RawMessage(
             raw=bytes(message.payload),
             transport=Transport.MQTT,
-            topic=message.topic,
+            topic=topic[:256],
             received_at=datetime.datetime.now(datetime.UTC),
         )
         with self._lock:
@@ -356,9 +361,11 @@ class Connection:
         self.keepalive = keepalive
         self.client: paho.Client | None = None
         self.version: Literal["5", "3"] = "3" if protocol == "3" else "5"
+        self.subscribed = threading.Event()  # the broker granted the subscription (on the latest connection)
         self._answered = threading.Event()  # a CONNACK came (or a version refusal)
         self._disconnected = threading.Event()
         self._refused_version = False
+        self._opened_at: float | None = None  # when the TCP connection of the current attempt opened
         self._stopping = False
 
     def _build(self) -> paho.Client:
@@ -374,6 +381,7 @@ class Connection:
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
+        client.on_socket_open = self._on_socket_open
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self.ingestor.on_message
@@ -397,19 +405,28 @@ class Connection:
         while not stop.is_set():
             self._answered.clear()
             self._refused_version = False
+            self._opened_at = None
             self.client = self._build()
             self.ingestor.client = self.client
             self.client.loop_start()
             while not self._answered.wait(0.2):
                 if stop.is_set():
                     return False
+                if self._probing() and self._opened_at and time.monotonic() - self._opened_at > PROBE_TIMEOUT:
+                    # Some 3.1.1 brokers (amqtt) neither answer an MQTT 5 CONNECT nor close the connection.
+                    logger.warning("no answer to an MQTT 5 CONNECT in %gs; trying MQTT 3.1.1", PROBE_TIMEOUT)
+                    self._refused_version = True
+                    break
             if not self._refused_version:
                 return True
+            self.client.disconnect()  # the network thread closes the socket on its way out
             self.client.loop_stop()
-            self.client.disconnect()
             self.version = "3"
-            logger.info("the broker does not speak MQTT 5; connecting again with MQTT 3.1.1")
+            logger.info("the broker does not speak MQTT 5; connecting with MQTT 3.1.1 (no shared subscription)")
         return False
+
+    def _probing(self) -> bool:
+        return self.protocol == "auto" and self.version == "5" and not self._answered.is_set()
 
     def close(self, timeout: float = 5.0) -> None:
         """Sends what is queued (the last acknowledgements), then a normal DISCONNECT: the session stays."""
@@ -433,6 +450,7 @@ class Connection:
             logger.error("the broker %s refused the connection: %s; retrying", self.address, reason)
             return
         self.ingestor.connected()
+        self.subscribed.clear()
         shared = self.version == "5"
         if shared and properties is not None and getattr(properties, "SharedSubscriptionAvailable", 1) == 0:
             logger.warning("the broker offers no shared subscriptions: this process takes every message")
@@ -452,10 +470,18 @@ class Connection:
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         logger.warning("cannot reach the broker %s; retrying", self.address)
 
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._opened_at = time.monotonic()
+
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Properties | None
     ) -> None:
         self._disconnected.set()
+        if self._probing() and self._opened_at is not None:
+            # Closed before any CONNACK: a broker that does not understand the MQTT 5 CONNECT.
+            self._refused_version = True
+            self._answered.set()
+            return
         if self._stopping:
             logger.info("disconnected from %s", self.address)
         else:
@@ -469,6 +495,7 @@ class Connection:
             logger.error("the broker refused the subscription: %s (check its ACL for this user)", ", ".join(refused))
         else:
             logger.info("subscribed (granted QoS %s)", ", ".join(str(reason.value) for reason in reasons))
+            self.subscribed.set()
 
 
 def serve(connection: Connection, ingestor: Ingestor, stop: threading.Event) -> bool:

@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from iot_ingest import protocol
@@ -371,17 +371,33 @@ def shipment_evaluate(shipment_id: int) -> list[Alert]:
     if shipment.dispatched_at is None:
         return []
     terms = shipment.contract.as_rules()
-    until = shipment.closed_at or timezone.now()
-    readings = Reading.objects.filter(
-        shipment=shipment, kind=Reading.Kind.TEMPERATURE, measured_at__lte=until
-    ).values_list("measured_at", "value")
+    now = timezone.now()
+    readings = Reading.objects.filter(shipment=shipment, kind=Reading.Kind.TEMPERATURE)
+    if shipment.closed_at is not None:
+        readings = readings.filter(measured_at__lte=shipment.closed_at)
+    samples = [coldchain.Sample(at, value) for at, value in readings.values_list("measured_at", "value")]
     evaluation = coldchain.evaluate(
         terms,
-        (coldchain.Sample(at, value) for at, value in readings),
+        samples,
         armed_from=shipment.dispatched_at + datetime.timedelta(seconds=terms.arming_seconds),
-        until=until,
+        until=shipment.closed_at or _silent_until(readings, samples, now),
     )
     return traceability.monitoring_apply(shipment=shipment, evaluation=evaluation)
+
+
+def _silent_until(
+    readings: QuerySet[Reading], samples: list[coldchain.Sample], now: datetime.datetime
+) -> datetime.datetime:
+    """Where a data gap at the end of the record is measured to.
+
+    A logger uploading its buffer late is talking, not silent: the gap after
+    its newest reading is as long as it has been silent (since its last
+    message arrived), not as old as that reading.
+    """
+    if not samples:
+        return now
+    last_received: datetime.datetime = readings.aggregate(last=Max("received_at"))["last"]
+    return max(sample.at for sample in samples) + (now - last_received)
 
 
 def moving_shipments() -> list[int]:

@@ -51,8 +51,8 @@ class Logger:
         return raws
 
 
-def deliver(raws: list[bytes], shipment: Shipment) -> list[Alert]:
-    rows = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+def deliver(raws: list[bytes], shipment: Shipment, *, received_at: datetime.datetime | None = None) -> list[Alert]:
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt", "", received_at) for raw in raws], enqueue=False)
     services.messages_process([row.pk for row in rows])
     return services.shipment_evaluate(shipment.pk)
 
@@ -216,3 +216,19 @@ def test_a_logger_of_another_owner_cannot_be_put_on_a_shipment(
     assert response.status_code == 400
     assert "device_id" in response.json()
     assert Device.objects.get(device_id="LOG-T1").assignments.count() == 1
+
+
+def test_a_buffer_uploaded_late_is_not_a_silent_logger(manufacturer: Persona, shipment: Shipment) -> None:
+    logger = Logger(manufacturer, shipment)
+    raised = deliver(logger.messages([5.0] * 24), shipment)  # the first two hours, arriving now
+    assert [alert.key for alert in raised] == []
+
+
+def test_a_logger_silent_for_longer_than_the_gap_limit_raises_a_data_gap(
+    manufacturer: Persona, shipment: Shipment
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    quiet_since = timezone.now() - 30 * MINUTE
+    raised = deliver(logger.messages([5.0] * 24), shipment, received_at=quiet_since)
+    assert [alert.key for alert in raised] == ["gap"]
+    assert raised[0].severity == "warning"

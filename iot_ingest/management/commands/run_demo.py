@@ -2,8 +2,9 @@
 
 web server, MQTT broker (embedded, unless one already listens at MQTT_URL),
 ingest, a Celery worker with beat (ledger sequencing and checkpoints, inbox
-sweeps, evaluations) and simulated loggers: twelve hours of readings are
-uploaded at once, three loggers with an excursion, then they report live.
+sweeps, evaluations) and simulated loggers: twelve hours of device time are
+replayed in a minute (three loggers with an excursion), then they
+report live.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.core.management.base import BaseCommand
 
 MANAGE = [sys.executable, "manage.py"]
 SIMULATION = [
-    *("--since", "720", "--interval", "300", "--per-message", "12", "--speed", "1"),
+    *("--since", "720", "--interval", "300", "--per-message", "6", "--speed", "720"),
     *("--excursion", "LOG-0001=warming", "--excursion", "LOG-0002=freezing", "--excursion", "LOG-0004=spike"),
 ]
 
@@ -40,15 +41,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         commands: dict[str, list[str]] = {}
+        ingest = [*MANAGE, "ingest_mqtt"]
         if not listening(settings.MQTT_URL):
             commands["broker"] = [*MANAGE, "mqtt_broker", "--bind", _bind(settings.MQTT_URL)]
+            ingest.extend(["--protocol", "3"])  # the embedded broker speaks MQTT 3.1.1 only
         commands |= {
             "web": [*MANAGE, "runserver", "127.0.0.1:8000", "--noreload"],
             "worker": [
                 sys.executable, "-m", "celery", "-A", "traceability", "worker", "--beat", "--pool", "solo",
                 "--loglevel", "WARNING", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"),
             ],
-            "ingest": [*MANAGE, "ingest_mqtt"],
+            "ingest": ingest,
         }  # fmt: skip
         processes = {}
         try:

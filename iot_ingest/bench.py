@@ -1,0 +1,671 @@
+"""`make bench`, cold chain end to end: readings through the real services, beside the raw limits.
+
+Simulated loggers publish signed messages to Mosquitto; ``ingest_mqtt``
+processes commit them to the inbox; ``celery worker`` processes (Redis) turn
+them into readings and evaluate the shipments' contracts in PostgreSQL. Every
+part runs as its own process on the bench's throwaway database, as deployed.
+Beside each figure, its limit measured in the same run on the same services:
+paho publish to subscribe, and PostgreSQL COPY of the same reading rows.
+
+Figures are measured, never asserted.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import io
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+from paho.mqtt.enums import CallbackAPIVersion
+
+from iot_ingest import mqtt, services, simulator
+from iot_ingest.models import InboxMessage, Reading
+from ledger import services as ledger
+from traceability import coldchain, selectors
+from traceability import services as traceability
+from traceability.celery import app as celery_app
+from traceability.models import Alert, Batch, Organisation
+
+PER_MESSAGE = 10  # readings per message, as loggers send them
+LOGGERS = 50  # each on a dispatched shipment of its own
+PUBLISHERS = 3  # paho clients publishing the load
+WINDOW = 100  # QoS 1 messages a publisher keeps in flight, awaiting their PUBACK
+# Published but not yet in the inbox, at most. Mosquitto queues 1000 messages per
+# subscriber by default (max_queued_messages) and drops QoS 1 messages beyond that.
+AHEAD = 1000
+PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the load
+PROBE_CELSIUS = 26.0  # at or above a refrigerated contract's hard ceiling (25 °C): critical at once
+PROBE_ALERT = "rule:hard ceiling"
+POLL = 0.025  # seconds between looks at the database and the queue
+TIMEOUT = 600.0  # seconds the load may take before the bench gives up waiting
+LOGS_KEPT = 2000  # characters of a failed process's log shown
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A logger riding on a shipment of its own."""
+
+    device_id: str
+    key: Ed25519PrivateKey
+    shipment_id: int
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    raw: bytes
+
+
+@dataclass
+class Result:
+    messages: int
+    readings: int
+    seconds: float  # first publish to every reading stored and evaluated
+    readings_rate: float
+    inbox_rate: float
+    latencies_ms: list[float]
+    probes: int  # contract-breaking messages published
+    peak_mib: dict[str, float]  # process role -> largest VmHWM
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time during the load
+    copy_rate: float = 0.0
+    paho_rate: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def missing_service() -> str | None:
+    """Says which service the table needs and cannot have; None when PostgreSQL, Redis and Mosquitto are there."""
+    if connection.vendor != "postgresql":
+        return f"skipped: the database is {connection.vendor}; set DATABASE_URL to PostgreSQL"
+    broker = settings.CELERY_BROKER_URL
+    if not broker.startswith(("redis://", "rediss://")):
+        return f"skipped: CELERY_BROKER_URL is {broker}; set it to Redis (redis://...)"
+    try:
+        redis.Redis.from_url(broker, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        return f"skipped: Redis at CELERY_BROKER_URL does not answer ({error})"
+    try:
+        address = mqtt.broker_address(settings.MQTT_URL)
+        socket.create_connection((address.host, address.port), timeout=2).close()
+    except (ValueError, OSError) as error:
+        return f"skipped: no MQTT broker at MQTT_URL ({error})"
+    return None
+
+
+def run(*, readings: int, ingest: int, workers: int, pool: str) -> Result:
+    """Publishes ``readings`` (10 a message) through ingest and workers; times them, probes alert latency.
+
+    Creates loggers and shipments in the current (throwaway) database, starts
+    the processes on it, and stops them (their process groups) before returning.
+    """
+    count = max(readings // PER_MESSAGE, LOGGERS)
+    probes = int(TIMEOUT / PROBE_EVERY) // 4  # enough for a run of two and a half minutes
+    per_logger = -(-count // LOGGERS) * PER_MESSAGE
+    now = timezone.now()
+    # Readings one second apart, ending now, all after dispatch and arming.
+    dispatched = now - datetime.timedelta(seconds=max(3600, per_logger + coldchain.DEFAULT_ARMING_SECONDS + 120))
+    first_at = int(now.timestamp()) - per_logger - 60
+    prefix = f"coldtrace-bench-{os.getpid()}/v1/devices"
+    fleet = fleet_create(LOGGERS, name="bench-load", dispatched_at=dispatched)
+    probe_pairs = fleet_create(probes, name="bench-probe", dispatched_at=dispatched)
+    ledger.entries_sequence()  # the setup's ledger entries, so the workers start with none pending
+    with Stack(ingest=ingest, workers=workers, pool=pool, topic_filter=f"{prefix}/+/readings") as stack:
+        load = load_sign(fleet, count, first_at=first_at, prefix=prefix)
+        probe_messages = [(pair.shipment_id, probe_sign(pair, prefix=prefix)) for pair in probe_pairs]
+        stack.ready()
+        result = _drive(stack, load, probe_messages)
+        result.peak_mib = stack.peak_mib()
+    result.paho_rate, received = paho_rate(load)
+    if received < len(load):
+        result.notes.append(f"raw paho: {len(load) - received:,} of {len(load):,} messages never arrived")
+    result.copy_rate = copy_rate()
+    return result
+
+
+# The fleet -------------------------------------------------------------------
+
+
+def fleet_create(count: int, *, name: str, dispatched_at: datetime.datetime) -> list[Pair]:
+    """``count`` loggers, each on a refrigerated shipment of its own dispatched at ``dispatched_at``.
+
+    Made through the services (one unit of stock per shipment), as a
+    manufacturer would: create, dispatch, register the logger, assign it.
+    """
+    batches = list(
+        Batch.objects.filter(
+            product__storage_profile=coldchain.StorageProfile.REFRIGERATED, status=Batch.Status.ACTIVE
+        ).select_related("product__manufacturer")
+    )
+    if not batches:
+        raise RuntimeError("the bench needs the demo data (seed_demo): no active refrigerated batch")
+    maker = batches[0].product.manufacturer
+    batches = [b for b in batches if b.product.manufacturer_id == maker.pk]
+    actor = User.objects.filter(membership__organisation=maker).first()
+    carrier = Organisation.objects.filter(kind=Organisation.Kind.LOGISTICS).first()
+    consignee = Organisation.objects.filter(kind=Organisation.Kind.DISPENSER).first()
+    if actor is None or carrier is None or consignee is None:
+        raise RuntimeError("the bench needs the demo data (seed_demo): a manufacturer's user, a carrier, a pharmacy")
+    origin, destination = maker.sites.get(), consignee.sites.order_by("gln").first()
+    assert destination is not None
+    stock = {batch: selectors.batch_available(organisation=maker, batch=batch) for batch in batches}
+    pairs = []
+    with transaction.atomic():
+        for number in range(count):
+            batch = max(stock, key=stock.__getitem__)
+            stock[batch] -= 1
+            shipment = traceability.shipment_create(
+                actor=actor,
+                carrier=carrier,
+                consignee=consignee,
+                origin=origin,
+                destination=destination,
+                items=[traceability.ItemSpec(batch=batch, quantity=1)],
+            )
+            traceability.shipment_dispatch(actor=actor, shipment=shipment, occurred_at=dispatched_at)
+            device, key = services.device_register(device_id=f"{name}-{number:04d}", organisation=maker)
+            assert key is not None
+            services.device_assign(actor=actor, device=device, shipment=shipment, starts_at=dispatched_at)
+            pairs.append(Pair(device.device_id, key, shipment.pk))
+    return pairs
+
+
+def load_sign(pairs: Sequence[Pair], count: int, *, first_at: int, prefix: str) -> list[Message]:
+    """``count`` messages of 2-8 °C readings a second apart, round robin over the loggers, each in seq order."""
+    messages = []
+    for number in range(count):
+        pair, seq = pairs[number % len(pairs)], number // len(pairs)
+        at = first_at + seq * PER_MESSAGE
+        samples = [simulator.Sample(at + i, 4.5 + (seq + i) % 10 / 10) for i in range(PER_MESSAGE)]
+        raw = simulator.build_message(pair.key, pair.device_id, seq, samples)
+        messages.append(Message(f"{prefix}/{pair.device_id}/readings", raw))
+    return messages
+
+
+def probe_sign(pair: Pair, *, prefix: str) -> Message:
+    """A message whose last reading, just now, is past the hard ceiling: its shipment alerts at once."""
+    at = int(time.time()) - PER_MESSAGE
+    samples = [simulator.Sample(at + i, 5.0) for i in range(PER_MESSAGE - 1)]
+    samples.append(simulator.Sample(at + PER_MESSAGE - 1, PROBE_CELSIUS))
+    return Message(f"{prefix}/{pair.device_id}/readings", simulator.build_message(pair.key, pair.device_id, 0, samples))
+
+
+# The processes ---------------------------------------------------------------
+
+
+class Stack:
+    """``ingest_mqtt`` and ``celery worker`` processes on this database, on a queue and topics of their own.
+
+    A context manager: leaving it stops every process group it started.
+    """
+
+    def __init__(self, *, ingest: int, workers: int, pool: str, topic_filter: str) -> None:
+        self.tag = f"coldtrace-bench-{os.getpid()}"
+        self.queue = self.tag
+        self.topic_filter = topic_filter
+        self.logs = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
+        self.names = [f"{self.tag}-w{n}@{socket.gethostname()}" for n in range(workers)]
+        worker = [sys.executable, "-m", "celery", "-A", "traceability", "worker", "-Q", self.queue, "--pool", pool]
+        worker += ["--concurrency", "1", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
+        subscriber = [sys.executable, "manage.py", "ingest_mqtt", "--url", settings.MQTT_URL, "--session-expiry", "0"]
+        subscriber += ["--group", self.tag, "--topic", topic_filter]
+        self.commands = {f"ingest-{n}": [*subscriber, "--client-id", f"{self.tag}-ingest-{n}"] for n in range(ingest)}
+        self.commands |= {f"worker-{n}": [*worker, "-n", name] for n, name in enumerate(self.names)}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def __enter__(self) -> Stack:
+        environment = self.environment()
+        try:
+            for role, command in self.commands.items():
+                with (self.logs / f"{role}.log").open("wb") as log:
+                    self.processes[role] = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+                        command, cwd=settings.BASE_DIR, env=environment, stdout=log, stderr=log, start_new_session=True
+                    )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def environment(self) -> dict[str, str]:
+        """The bench's database, broker, queue and ledger key; production settings otherwise."""
+        db = connection.settings_dict
+        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+        broker = settings.CELERY_BROKER_URL
+        return {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}{password}@{host}/{db['NAME']}",
+            "CELERY_BROKER_URL": broker,
+            "CELERY_QUEUE": self.queue,
+            # Evaluation requests are de-duplicated in the cache, which workers must share (as deployed).
+            "CACHE_URL": os.environ.get("CACHE_URL") or broker.rsplit("/", 1)[0] + "/1",
+            "LEDGER_KEY_FILE": str(settings.LEDGER_KEY_FILE),
+            "LEDGER_CREATE_KEY": "0",
+            "DEBUG": "0",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "LOG_LEVEL": "INFO",
+        }
+
+    def ready(self, timeout: float = 60.0) -> None:
+        """Waits until every ingest process is subscribed and every worker answers a ping."""
+        deadline = time.monotonic() + timeout
+        ingest = [role for role in self.processes if role.startswith("ingest")]
+        while time.monotonic() < deadline:
+            self.check()
+            subscribed = all("subscribed (granted QoS" in self.log(role) for role in ingest)
+            if subscribed and len(celery_app.control.ping(destination=self.names, timeout=0.5)) == len(self.names):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the ingest and worker processes were not ready within {timeout:g} s; logs in {self.logs}")
+
+    def check(self) -> None:
+        """Raises, with its log, when a process has exited."""
+        for role, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{role} exited ({process.returncode}):\n{self.log(role)[-LOGS_KEPT:]}")
+
+    def log(self, role: str) -> str:
+        return (self.logs / f"{role}.log").read_text(errors="replace")
+
+    def peak_mib(self) -> dict[str, float]:
+        """The largest peak resident memory (VmHWM) among each role's processes, prefork children included."""
+        peaks: dict[str, float] = {}
+        for role, process in self.processes.items():
+            kind = role.split("-")[0]
+            for pid in [process.pid, *_children(process.pid)]:
+                peaks[kind] = max(peaks.get(kind, 0.0), _vm_hwm_kib(pid) / 1024)
+        return peaks
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each role's processes (prefork children included) and their database sessions."""
+        used: dict[str, float] = collections.defaultdict(float)
+        for role, process in self.processes.items():
+            for pid in [process.pid, *_children(process.pid)]:
+                used[role.split("-")[0]] += _cpu_seconds(pid)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            used["postgres"] = sum(_cpu_seconds(pid) for (pid,) in cursor.fetchall())
+        return dict(used)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(*_queue_keys(self.queue))
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)  # the process group is the process's own (start_new_session)
+
+
+def _children(pid: int) -> list[int]:
+    pids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            pids += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _queue_keys(queue: str) -> list[str]:
+    """The Redis lists behind a Celery queue: one per priority step (kombu's naming)."""
+    return [queue] + [f"{queue}\x06\x16{priority}" for priority in (3, 6, 9)]
+
+
+class Queue:
+    """Whether a Celery queue on Redis is idle: nothing waiting, nothing taken and not yet acknowledged."""
+
+    def __init__(self, name: str) -> None:
+        self.keys = _queue_keys(name)
+        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        self.routing = f'"{name}"]'.encode()  # ends kombu's unacked entry [message, exchange, routing key]
+
+    def busy(self) -> bool:
+        with self.client.pipeline(transaction=True) as pipe:  # one snapshot: a task cannot move in between
+            for key in self.keys:
+                pipe.llen(key)
+            pipe.hvals("unacked")
+            *lengths, unacked = pipe.execute()
+        return any(lengths) or any(entry.endswith(self.routing) for entry in unacked)
+
+
+# Publishing ------------------------------------------------------------------
+
+
+class Gate:
+    """Holds publishers back while ``ahead`` messages are published and not yet arrived, so none is dropped."""
+
+    def __init__(self, ahead: int) -> None:
+        self.ahead = ahead
+        self.published = 0
+        self.arrived = 0
+        self._condition = threading.Condition()
+
+    def take(self) -> None:
+        with self._condition:
+            while self.published - self.arrived >= self.ahead:
+                self._condition.wait(0.1)
+            self.published += 1
+
+    def arrive(self, count: int) -> None:
+        with self._condition:
+            self.arrived = count
+            self._condition.notify_all()
+
+
+def _client(name: str) -> paho.Client:
+    """A connected publisher, its network loop running."""
+    address = mqtt.broker_address(settings.MQTT_URL)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}", protocol=paho.MQTTv311)
+    mqtt.configure(client, address)
+    client.max_inflight_messages_set(WINDOW)
+    connected = threading.Event()
+    client.on_connect = lambda client, userdata, flags, reason, properties: connected.set()
+    client.connect(address.host, address.port)
+    client.loop_start()
+    if not connected.wait(10):
+        client.loop_stop()
+        raise RuntimeError(f"the MQTT broker {address} did not accept {name}")
+    return client
+
+
+def _close(client: paho.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(messages: Sequence[Message], gate: Gate, *, name: str, errors: list[BaseException]) -> None:
+    """Publishes at QoS 1 as fast as the broker acknowledges (``WINDOW`` in flight) and the gate allows."""
+    try:
+        client = _client(name)
+    except BaseException as error:
+        errors.append(error)
+        return
+    inflight: collections.deque[paho.MQTTMessageInfo] = collections.deque()
+    try:
+        for message in messages:
+            gate.take()
+            inflight.append(client.publish(message.topic, message.raw, qos=1))
+            while len(inflight) > WINDOW:
+                inflight.popleft().wait_for_publish(30)
+        while inflight:
+            inflight.popleft().wait_for_publish(30)
+    except BaseException as error:
+        errors.append(error)
+    finally:
+        _close(client)
+
+
+def _publishers(messages: Sequence[Message], gate: Gate, errors: list[BaseException]) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(
+            target=publish, args=(messages[n::PUBLISHERS], gate), kwargs={"name": f"bench-pub-{n}", "errors": errors}
+        )
+        for n in range(PUBLISHERS)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+# The end-to-end run ------------------------------------------------------------
+
+
+class _Probes:
+    """Contract-breaking messages, one every PROBE_EVERY seconds: when each was published, when its alert was seen."""
+
+    def __init__(self, probes: Sequence[tuple[int, Message]]) -> None:
+        self.probes = list(probes)  # (shipment, message)
+        self.shipments = [shipment for shipment, _ in self.probes]
+        self.client = _client("bench-probe")
+        self.start = 0.0
+        self.published: dict[int, float] = {}  # shipment -> wall-clock time (the worker's clock too)
+        self.alerted: dict[int, float] = {}
+        self.last_alert = 0
+
+    def send(self, now: float) -> None:
+        if len(self.published) < len(self.probes) and now >= self.start + len(self.published) * PROBE_EVERY:
+            shipment, message = self.probes[len(self.published)]
+            self.published[shipment] = time.time()
+            self.client.publish(message.topic, message.raw, qos=1)
+
+    def look(self) -> None:
+        """Notes the alerts committed since the last look (seen, so their commit is visible)."""
+        seen = time.time()
+        alerts = Alert.objects.filter(key=PROBE_ALERT, shipment_id__in=self.shipments, pk__gt=self.last_alert)
+        for pk, shipment in alerts.values_list("pk", "shipment_id"):
+            self.alerted.setdefault(shipment, seen)
+            self.last_alert = max(self.last_alert, pk)
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.alerted[s] - t) * 1000 for s, t in self.published.items() if s in self.alerted]
+
+
+def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Message]]) -> Result:
+    """Publishes the load and the probes, then waits until every reading is stored and evaluated."""
+    base = InboxMessage.objects.aggregate(top=Max("id"))["top"] or 0
+    queue = Queue(stack.queue)
+    gate = Gate(AHEAD)
+    errors: list[BaseException] = []
+    probes = _Probes(probe_messages)
+    cpu_before, bench_before = stack.cpu_seconds(), time.process_time()
+    start = time.time()
+    probes.start = start
+    threads = _publishers(load, gate, errors)
+    inboxed_at = done_at = None
+    idle_since: float | None = None
+    try:
+        while done_at is None:
+            now = time.time()
+            if now - start > TIMEOUT:
+                raise RuntimeError(f"not done after {TIMEOUT:g} s; logs in {stack.logs}")
+            if errors:
+                raise RuntimeError(f"publishing failed: {errors[0]!r}")
+            stack.check()
+            if inboxed_at is None:
+                probes.send(now)
+            arrived = (InboxMessage.objects.aggregate(top=Max("id"))["top"] or 0) - base
+            gate.arrive(arrived)
+            probes.look()
+            published = all(not thread.is_alive() for thread in threads)
+            if inboxed_at is None and published and arrived >= len(load) + len(probes.published):
+                inboxed_at = now
+            if inboxed_at is not None and _settled(queue):
+                idle_since = idle_since or now
+                done_at = idle_since if now - idle_since >= 2 * POLL else None
+            else:
+                idle_since = None
+            time.sleep(POLL)
+        cpu = {role: used - cpu_before.get(role, 0.0) for role, used in stack.cpu_seconds().items()}
+        cpu["bench"] = time.process_time() - bench_before
+        _wait_for_alerts(probes, deadline=time.time() + 10)
+    finally:
+        for thread in threads:
+            thread.join()
+        _close(probes.client)
+    result = _result(load, probes, start=start, inboxed_at=inboxed_at or done_at, done_at=done_at)
+    result.cpu_seconds = cpu
+    return result
+
+
+def _settled(queue: Queue) -> bool:
+    """Nothing pending in the inbox, and no task waiting or running on the queue."""
+    return not InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists() and not queue.busy()
+
+
+def _wait_for_alerts(probes: _Probes, *, deadline: float) -> None:
+    while len(probes.alerted) < len(probes.published) and time.time() < deadline:
+        probes.look()
+        time.sleep(POLL)
+
+
+def _result(load: list[Message], probes: _Probes, *, start: float, inboxed_at: float, done_at: float) -> Result:
+    readings = len(load) * PER_MESSAGE
+    stored = Reading.objects.exclude(shipment_id__in=probes.shipments).count()
+    outcomes = dict(InboxMessage.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
+    result = Result(
+        messages=len(load),
+        readings=readings,
+        seconds=done_at - start,
+        readings_rate=readings / (done_at - start),
+        inbox_rate=(len(load) + len(probes.published)) / (inboxed_at - start),
+        latencies_ms=probes.latencies_ms(),
+        probes=len(probes.published),
+        peak_mib={},
+    )
+    if stored != readings:
+        result.notes.append(f"{stored:,} of {readings:,} load readings stored")
+    if set(outcomes) != {InboxMessage.Outcome.ACCEPTED}:
+        result.notes.append(f"inbox outcomes: {outcomes}")
+    missing = len(probes.published) - len(result.latencies_ms)
+    if missing:
+        result.notes.append(f"{missing} of {len(probes.published)} probe alerts not seen within 10 s of the end")
+    return result
+
+
+# The limits ------------------------------------------------------------------
+
+
+def paho_rate(messages: Sequence[Message]) -> tuple[float, int]:
+    """Raw paho, QoS 1: one publisher here, one subscriber in a process of its own; (messages/s, received).
+
+    The same message bytes on a topic of the bench's own, through the same
+    broker, held back by the same gate as the load.
+    """
+    topic = f"coldtrace-bench-{os.getpid()}/raw"
+    context = multiprocessing.get_context("fork")  # the subscriber needs nothing but paho; no re-import
+    received: Synchronized[int] = context.Value("q", 0, lock=False)  # type: ignore[assignment]
+    last: Synchronized[float] = context.Value("d", 0.0, lock=False)  # type: ignore[assignment]
+    ready, done = context.Event(), context.Event()
+    subscriber = context.Process(target=_subscribe, args=(topic, received, last, ready, done), daemon=True)
+    subscriber.start()
+    try:
+        if not ready.wait(10):
+            raise RuntimeError("the raw subscriber did not subscribe within 10 s")
+        gate = Gate(AHEAD)
+        errors: list[BaseException] = []
+        start = time.time()
+        thread = threading.Thread(
+            target=publish,
+            args=([Message(topic, m.raw) for m in messages], gate),
+            kwargs={"name": "bench-raw", "errors": errors},
+        )
+        thread.start()
+        _follow(gate, received, len(messages), thread)
+        if errors:
+            raise RuntimeError(f"raw publishing failed: {errors[0]!r}")
+        return received.value / (last.value - start), received.value
+    finally:
+        done.set()
+        subscriber.join(10)
+        if subscriber.is_alive():
+            subscriber.kill()
+
+
+def _follow(gate: Gate, received: Synchronized[int], expected: int, thread: threading.Thread) -> None:
+    """Feeds the subscriber's count to the gate until all arrived, or nothing has for two seconds."""
+    progress, count = time.monotonic(), -1
+    while received.value < expected and time.monotonic() - progress < 2:
+        if received.value != count:
+            count, progress = received.value, time.monotonic()
+        gate.arrive(count)
+        time.sleep(0.002)
+    thread.join()
+
+
+def _subscribe(topic: str, received: Synchronized[int], last: Synchronized[float], ready: Any, done: Any) -> None:
+    """The raw subscriber (a forked process): counts messages, paho acknowledging each on receipt."""
+    address = mqtt.broker_address(settings.MQTT_URL)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-sub-{os.getpid()}", protocol=paho.MQTTv311)
+    mqtt.configure(client, address)
+
+    def on_message(client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        last.value = time.time()
+        received.value += 1
+
+    client.on_message = on_message
+    client.on_connect = lambda client, userdata, flags, reason, properties: client.subscribe(topic, qos=1)
+    client.on_subscribe = lambda client, userdata, mid, reasons, properties: ready.set()
+    client.connect(address.host, address.port)
+    client.loop_start()
+    done.wait(TIMEOUT)
+    _close(client)
+
+
+def copy_rate() -> float:
+    """Rows/s of PostgreSQL COPY of the stored readings into a temporary table with the same columns."""
+    table = Reading._meta.db_table
+    rows = io.StringIO()
+    with connection.cursor() as cursor:
+        cursor.cursor.copy_expert(f"COPY {table} TO STDOUT", rows)
+        count = rows.getvalue().count("\n")
+        rows.seek(0)
+        cursor.execute(f"CREATE TEMPORARY TABLE bench_reading (LIKE {table})")
+        try:
+            start = time.perf_counter()
+            cursor.cursor.copy_expert("COPY bench_reading FROM STDIN", rows)
+            elapsed = time.perf_counter() - start
+        finally:
+            cursor.execute("DROP TABLE bench_reading")
+    return count / elapsed
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (0 for no values)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
