@@ -37,7 +37,7 @@ from traceability.models import (
     Site,
     TemperatureContract,
 )
-from traceability.services import ItemSpec
+from traceability.services import ItemSpec, catalogue
 
 Kind = Organisation.Kind
 MINUTE = 60
@@ -383,7 +383,7 @@ def test_a_serial_number_already_used_for_the_gtin_is_never_drawn_again(
     manufacturer: Persona, vaccine: Product, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One-character serials make collisions certain: 34 possible values, 30 taken.
-    monkeypatch.setattr(services, "SERIAL_LENGTH", 1)
+    monkeypatch.setattr(catalogue, "SERIAL_LENGTH", 1)
     first = register_batch(manufacturer, vaccine, lot="MV1", serial_count=30)
 
     second = register_batch(manufacturer, vaccine, lot="MV2", serial_count=4)
@@ -411,7 +411,7 @@ def test_a_batch_whose_serials_cannot_be_stored_is_not_registered(
     manufacturer: Persona, vaccine: Product, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Serials one character too long for the column fail after the batch row was written.
-    monkeypatch.setattr(services, "SERIAL_LENGTH", 21)
+    monkeypatch.setattr(catalogue, "SERIAL_LENGTH", 21)
 
     with pytest.raises(DatabaseError):
         register_batch(manufacturer, vaccine, serial_count=5)
