@@ -16,6 +16,7 @@ import collections
 import contextlib
 import datetime
 import io
+import itertools
 import multiprocessing
 import os
 import secrets
@@ -57,10 +58,11 @@ WINDOW = 100  # QoS 1 messages a publisher keeps in flight, awaiting their PUBAC
 # Published but not yet in the inbox, at most. Mosquitto queues 1000 messages per
 # subscriber by default (max_queued_messages) and drops QoS 1 messages beyond that.
 AHEAD = 1000
-PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the load
+PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the load ...
+PROBES = 300  # ... for at most a minute
 PROBE_CELSIUS = 26.0  # at or above a refrigerated contract's hard ceiling (25 °C): critical at once
 PROBE_ALERT = "rule:hard ceiling"
-POLL = 0.025  # seconds between looks at the database and the queue
+POLL = 0.05  # seconds between looks at the database and the queue
 TIMEOUT = 600.0  # seconds the load may take before the bench gives up waiting
 LOGS_KEPT = 2000  # characters of a failed process's log shown
 
@@ -122,7 +124,6 @@ def run(*, readings: int, ingest: int, workers: int, pool: str) -> Result:
     the processes on it, and stops them (their process groups) before returning.
     """
     count = max(readings // PER_MESSAGE, LOGGERS)
-    probes = int(TIMEOUT / PROBE_EVERY) // 4  # enough for a run of two and a half minutes
     per_logger = -(-count // LOGGERS) * PER_MESSAGE
     now = timezone.now()
     # Readings one second apart, ending now, all after dispatch and arming.
@@ -130,7 +131,7 @@ def run(*, readings: int, ingest: int, workers: int, pool: str) -> Result:
     first_at = int(now.timestamp()) - per_logger - 60
     prefix = f"coldtrace-bench-{os.getpid()}/v1/devices"
     fleet = fleet_create(LOGGERS, name="bench-load", dispatched_at=dispatched)
-    probe_pairs = fleet_create(probes, name="bench-probe", dispatched_at=dispatched)
+    probe_pairs = fleet_create(PROBES, name="bench-probe", dispatched_at=dispatched)
     ledger.entries_sequence()  # the setup's ledger entries, so the workers start with none pending
     with Stack(ingest=ingest, workers=workers, pool=pool, topic_filter=f"{prefix}/+/readings") as stack:
         load = load_sign(fleet, count, first_at=first_at, prefix=prefix)
@@ -301,18 +302,15 @@ class Stack:
                 peaks[kind] = max(peaks.get(kind, 0.0), _vm_hwm_kib(pid) / 1024)
         return peaks
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time used so far by each role's processes (prefork children included) and their database sessions."""
-        used: dict[str, float] = collections.defaultdict(float)
-        for role, process in self.processes.items():
-            for pid in [process.pid, *_children(process.pid)]:
-                used[role.split("-")[0]] += _cpu_seconds(pid)
+    def pids(self) -> dict[int, str]:
+        """pid -> role of the processes working for the load: ours, prefork children, our database sessions."""
+        pids = {pid: role.split("-")[0] for role, p in self.processes.items() for pid in [p.pid, *_children(p.pid)]}
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            used["postgres"] = sum(_cpu_seconds(pid) for (pid,) in cursor.fetchall())
-        return dict(used)
+            pids |= {pid: "postgres" for (pid,) in cursor.fetchall()}
+        return pids
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -339,6 +337,43 @@ def _children(pid: int) -> list[int]:
             pids += [int(child) for child in (task / "children").read_text().split()]
         except OSError:
             continue
+    return pids
+
+
+class CpuMeter:
+    """CPU time each role used between the first and the last sample (processes that came and went included)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.brokers = _brokers()  # shared with whatever else uses them, but busy mostly with the load
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.bench = time.process_time()
+        self.sample(first=True)
+
+    def sample(self, *, first: bool = False) -> None:
+        for pid, role in (self.stack.pids() | self.brokers).items():
+            used = _cpu_seconds(pid)
+            if first:
+                self.first[pid] = used
+            self.last[pid] = (role, used)
+
+    def used(self) -> dict[str, float]:
+        totals: dict[str, float] = collections.defaultdict(float)
+        for pid, (role, used) in self.last.items():
+            totals[role] += used - self.first.get(pid, 0.0)
+        totals["bench"] = time.process_time() - self.bench
+        return dict(totals)
+
+
+def _brokers() -> dict[int, str]:
+    """pid -> "mosquitto" or "redis" for the brokers running on this machine."""
+    pids = {}
+    for path in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            name = path.read_text().strip()
+            if name in ("mosquitto", "redis-server"):
+                pids[int(path.parent.name)] = name.removesuffix("-server")
     return pids
 
 
@@ -476,8 +511,9 @@ class _Probes:
         self.alerted: dict[int, float] = {}
         self.last_alert = 0
 
-    def send(self, now: float) -> None:
-        if len(self.published) < len(self.probes) and now >= self.start + len(self.published) * PROBE_EVERY:
+    def send(self) -> None:
+        """Publishes the next probe when it is due."""
+        if len(self.published) < len(self.probes) and time.time() >= self.start + len(self.published) * PROBE_EVERY:
             shipment, message = self.probes[len(self.published)]
             self.published[shipment] = time.time()
             self.client.publish(message.topic, message.raw, qos=1)
@@ -490,66 +526,86 @@ class _Probes:
             self.alerted.setdefault(shipment, seen)
             self.last_alert = max(self.last_alert, pk)
 
+    def wait(self, *, deadline: float) -> None:
+        """Waits for the alerts of the probes already published."""
+        while len(self.alerted) < len(self.published) and time.time() < deadline:
+            self.look()
+            time.sleep(POLL)
+
     def latencies_ms(self) -> list[float]:
         return [(self.alerted[s] - t) * 1000 for s, t in self.published.items() if s in self.alerted]
 
 
 def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Message]]) -> Result:
-    """Publishes the load and the probes, then waits until every reading is stored and evaluated."""
-    base = InboxMessage.objects.aggregate(top=Max("id"))["top"] or 0
-    queue = Queue(stack.queue)
-    gate = Gate(AHEAD)
-    errors: list[BaseException] = []
+    """Publishes the load, and probes while it lasts; returns once every reading is stored and evaluated."""
+    watch = _Watch(stack.queue)
     probes = _Probes(probe_messages)
-    cpu_before, bench_before = stack.cpu_seconds(), time.process_time()
-    start = time.time()
-    probes.start = start
+    gate, errors = Gate(AHEAD), list[BaseException]()
+    cpu = CpuMeter(stack)
+    start = probes.start = time.time()
     threads = _publishers(load, gate, errors)
-    inboxed_at = done_at = None
-    idle_since: float | None = None
     try:
-        while done_at is None:
-            now = time.time()
-            if now - start > TIMEOUT:
-                raise RuntimeError(f"not done after {TIMEOUT:g} s; logs in {stack.logs}")
-            if errors:
-                raise RuntimeError(f"publishing failed: {errors[0]!r}")
+        for step in itertools.count():
+            if time.time() - start > TIMEOUT or errors:
+                raise RuntimeError(f"publishing failed: {errors[0]!r}" if errors else f"not done in {TIMEOUT:g} s")
             stack.check()
-            if inboxed_at is None:
-                probes.send(now)
-            arrived = (InboxMessage.objects.aggregate(top=Max("id"))["top"] or 0) - base
-            gate.arrive(arrived)
+            probes.send()
+            gate.arrive(watch.arrived())
             probes.look()
-            published = all(not thread.is_alive() for thread in threads)
-            if inboxed_at is None and published and arrived >= len(load) + len(probes.published):
-                inboxed_at = now
-            if inboxed_at is not None and _settled(queue):
-                idle_since = idle_since or now
-                done_at = idle_since if now - idle_since >= 2 * POLL else None
-            else:
-                idle_since = None
+            published = not any(thread.is_alive() for thread in threads)
+            if watch.done(published=published, expected=len(load) + len(probes.published)):
+                break
+            if step % 10 == 0:
+                cpu.sample()
             time.sleep(POLL)
-        cpu = {role: used - cpu_before.get(role, 0.0) for role, used in stack.cpu_seconds().items()}
-        cpu["bench"] = time.process_time() - bench_before
-        _wait_for_alerts(probes, deadline=time.time() + 10)
+        cpu.sample()
+        probes.wait(deadline=time.time() + 10)
     finally:
         for thread in threads:
             thread.join()
         _close(probes.client)
-    result = _result(load, probes, start=start, inboxed_at=inboxed_at or done_at, done_at=done_at)
-    result.cpu_seconds = cpu
+    assert watch.inboxed_at is not None
+    assert watch.done_at is not None
+    result = _result(load, probes, start=start, inboxed_at=watch.inboxed_at, done_at=watch.done_at)
+    result.cpu_seconds = cpu.used()
     return result
 
 
-def _settled(queue: Queue) -> bool:
-    """Nothing pending in the inbox, and no task waiting or running on the queue."""
-    return not InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists() and not queue.busy()
+class _Watch:
+    """When every message was in the inbox, and when every one was processed and its shipment evaluated."""
 
+    def __init__(self, queue: str) -> None:
+        self.base = self._top()
+        self.queue = Queue(queue)
+        self.inboxed_at: float | None = None
+        self.done_at: float | None = None
+        self._idle_since: float | None = None
 
-def _wait_for_alerts(probes: _Probes, *, deadline: float) -> None:
-    while len(probes.alerted) < len(probes.published) and time.time() < deadline:
-        probes.look()
-        time.sleep(POLL)
+    def arrived(self) -> int:
+        """Messages committed to the inbox so far (ids come from a sequence; only a rollback leaves a gap)."""
+        return self._top() - self.base
+
+    def done(self, *, published: bool, expected: int) -> bool:
+        """Done once all is in the inbox and, twice in a row, nothing is pending in it nor queued or running."""
+        now = time.time()
+        if self.inboxed_at is None:
+            if not (published and self.arrived() >= expected):
+                return False
+            self.inboxed_at = now
+        pending = InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists()
+        if pending or self.queue.busy():
+            self._idle_since = None
+            return False
+        if self._idle_since is None:
+            self._idle_since = now
+            return False
+        self.done_at = self._idle_since
+        return True
+
+    @staticmethod
+    def _top() -> int:
+        top: int | None = InboxMessage.objects.aggregate(top=Max("id"))["top"]
+        return top or 0
 
 
 def _result(load: list[Message], probes: _Probes, *, start: float, inboxed_at: float, done_at: float) -> Result:

@@ -22,17 +22,33 @@ def check_permissions(path: Path) -> None:
         )
 
 
-def write(path: Path, key: Ed25519PrivateKey) -> None:
-    """Writes ``key`` to ``path`` atomically, never readable by anyone but the owner."""
+def _staged(path: Path, key: Ed25519PrivateKey) -> Path:
+    """The key in a fresh owner-only file beside ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
         handle.write(pem)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    return temporary
+
+
+def write(path: Path, key: Ed25519PrivateKey) -> None:
+    """Writes ``key`` to ``path`` atomically, never readable by anyone but the owner."""
+    os.replace(_staged(path, key), path)
+
+
+def _create(path: Path) -> None:
+    """Creates a key at ``path``, unless another process just did: then theirs is the key."""
+    temporary = _staged(path, Ed25519PrivateKey.generate())
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
 
 
 def load(path: Path, *, create: bool) -> Ed25519PrivateKey:
@@ -40,7 +56,7 @@ def load(path: Path, *, create: bool) -> Ed25519PrivateKey:
     if not path.exists():
         if not create:
             raise KeyFileError(f"ledger key file {path} does not exist; mount the key or set LEDGER_KEY_FILE")
-        write(path, Ed25519PrivateKey.generate())
+        _create(path)
     check_permissions(path)
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):

@@ -415,6 +415,7 @@ class Excursion(models.Model):
     duration_seconds = models.PositiveIntegerField()
     rules = models.JSONField(default=list, help_text=_("the rules it fired"))
     recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+    end_recorded = models.BooleanField(default=False, help_text=_("its end is in the ledger"))
 
     Direction = ExcursionDirection
 

@@ -11,7 +11,9 @@ broker start a private ``redis-server`` or ``mosquitto`` on a free port.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
+import getpass
 import json
 import os
 import random
@@ -27,11 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
-import paho.mqtt.client as paho
-import psycopg2
 import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -39,9 +38,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
-from paho.mqtt.enums import CallbackAPIVersion
 
-from iot_ingest import mqtt, services, simulator
+from iot_ingest import services, simulator
 from iot_ingest.models import Device, InboxMessage, Reading
 from ledger import keys
 from ledger.models import Entry
@@ -53,6 +51,8 @@ from traceability.models import Alert, Excursion, Shipment
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 60.0  # seconds any one wait may take; a healthy run needs a few
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # Debian installs mosquitto here, outside a user's PATH
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 def unavailable(message: str) -> None:
@@ -103,6 +103,12 @@ def database_url() -> str:
 # Processes ----------------------------------------------------------------------------------
 
 
+def _die_with_the_test() -> None:
+    """In the child before exec: SIGKILL when the test process dies, even killed (a CI timeout)."""
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 class Process:
     """A subprocess leading a process group of its own, its output appended to ``log``."""
 
@@ -118,6 +124,7 @@ class Process:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_the_test,
             )
 
     def alive(self) -> bool:
@@ -131,6 +138,18 @@ class Process:
     def kill(self) -> int:
         self.signal(signal.SIGKILL)
         return self.popen.wait(timeout=30)
+
+    def freeze(self) -> None:
+        """SIGSTOP, returning once the process is stopped: from then on it answers nothing."""
+        self.signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self.popen.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline, f"{self.name} did not stop"
+            time.sleep(0.01)
+
+    def thaw(self) -> None:
+        self.signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM, and SIGKILL if it has not exited within ``timeout`` seconds."""
@@ -247,11 +266,11 @@ class Redis:
     def freeze(self) -> None:
         """SIGSTOP: connections stay open and commands sent to it get no answer."""
         assert self.process is not None
-        self.process.signal(signal.SIGSTOP)
+        self.process.freeze()
 
     def thaw(self) -> None:
         assert self.process is not None
-        self.process.signal(signal.SIGCONT)
+        self.process.thaw()
 
     def backlog(self, queue: str) -> int:
         """Tasks waiting in ``queue`` plus tasks delivered and not yet acknowledged (kombu's ``unacked``)."""
@@ -271,8 +290,10 @@ class Mosquitto:
         for _ in range(5):
             self.port = free_port()
             config = processes.directory / f"mosquitto-{self.port}.conf"
+            # Run as root, mosquitto would switch users, and lose the signal that kills it with the test.
             config.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+                f"user {getpass.getuser()}\n"
             )
             self.process = processes.start("mosquitto", [binary, "-c", str(config)])
             if _listening(self.port, self.process):
@@ -492,7 +513,7 @@ class Fleet:
         """Per logger, the signed messages simulate_devices would send now, with their readings."""
         start = int(time.time()) - SINCE_MINUTES * 60
         out: Messages = {}
-        for number, logger in enumerate(self.loggers):
+        for logger in self.loggers:
             clock = simulator.Logger(
                 device_id=logger.device_id,
                 private_key=logger.key,
@@ -505,7 +526,7 @@ class Fleet:
             out[logger.device_id] = []
             for seq in range(MESSAGES_PER_LOGGER):
                 samples = clock.take_samples()
-                raw = simulator.build_message(logger.key, logger.device_id, 1000 * number + seq, samples)
+                raw = simulator.build_message(logger.key, logger.device_id, seq, samples)
                 out[logger.device_id].append((raw, samples))
         return out
 
@@ -582,87 +603,3 @@ def assert_exactly_once(fleet: Fleet, sent: Sent) -> None:
             # Data-gap alerts are left out here: readings processed out of order raise some (see the
             # out-of-order test in test_faults.py, which asserts their absence).
             assert (excursions.count(), dict(rules)) == (0, {})
-
-
-# A lock that holds a worker mid-batch -------------------------------------------------------
-
-
-class RowLock:
-    """Holds ``FOR NO KEY UPDATE`` on one row from a connection of its own, so a writer of that row waits.
-
-    Foreign-key checks take ``FOR KEY SHARE``, which this lock does not block:
-    a processing task inserts its readings (rows that point at the device) and
-    then waits at the update of the device's ``last_seen_at``.
-    """
-
-    def __init__(self, table: str, pk: int) -> None:
-        self.table, self.pk = table, pk
-        db = connection.settings_dict
-        self.connection = psycopg2.connect(
-            dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"] or "127.0.0.1", port=db["PORT"]
-        )
-
-    def __enter__(self) -> RowLock:
-        with self.connection.cursor() as cursor:
-            cursor.execute(f"SELECT 1 FROM {self.table} WHERE id = %s FOR NO KEY UPDATE", [self.pk])  # noqa: S608
-            cursor.execute("SELECT pg_backend_pid()")
-            (self.pid,) = cursor.fetchone()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.connection.rollback()
-        self.connection.close()
-
-    def waiters(self) -> list[int]:
-        """The database sessions waiting for this lock."""
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pid FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", [self.pid])
-            return [pid for (pid,) in cursor.fetchall()]
-
-
-def holds_write_lock(pid: int, table: str) -> bool:
-    """The session has written to ``table`` in its open transaction (it holds ROW EXCLUSIVE on it)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-            " WHERE l.pid = %s AND c.relname = %s AND l.mode = 'RowExclusiveLock' AND l.granted",
-            [pid, table],
-        )
-        (count,) = cursor.fetchone()
-    return bool(count)
-
-
-def session_alive(pid: int) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
-        (count,) = cursor.fetchone()
-    return bool(count)
-
-
-# Publishing from the test ---------------------------------------------------------------------
-
-
-def publish(url: str, messages: Sequence[tuple[str, bytes]], *, rate: float = 0) -> None:
-    """Publishes at QoS 1, at most ``rate`` a second, and returns once the broker acknowledged every message."""
-    address = mqtt.broker_address(url)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=unique("test-pub"), protocol=paho.MQTTv311)
-    client.connect(address.host, address.port)
-    client.loop_start()
-    try:
-        infos = []
-        for topic, raw in messages:
-            infos.append(client.publish(topic, raw, qos=1))
-            if rate:
-                time.sleep(1 / rate)
-        for info in infos:
-            info.wait_for_publish(30)
-            assert info.is_published()
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def shuffled(items: Sequence[Any], seed: int) -> list[Any]:
-    out = list(items)
-    random.Random(seed).shuffle(out)
-    return out

@@ -232,3 +232,52 @@ def test_a_logger_silent_for_longer_than_the_gap_limit_raises_a_data_gap(
     raised = deliver(logger.messages([5.0] * 24), shipment, received_at=quiet_since)
     assert [alert.key for alert in raised] == ["gap"]
     assert raised[0].severity == "warning"
+
+
+def test_a_late_reading_moves_the_excursion_end_earlier(manufacturer: Persona, shipment: Shipment) -> None:
+    logger = Logger(manufacturer, shipment)
+    hot_hour = [5.0] * 12 + [9.0] * 12 + [5.0] * 12
+    messages = [
+        protocol.message(logger.key, "LOG-T1", i + 1, [record]) for i, record in enumerate(_records(logger, hot_hour))
+    ]
+    back_in_range = messages[24]
+    deliver(messages[:24] + messages[25:], shipment)
+    assert Excursion.objects.get().ended_at == logger.start + 125 * MINUTE
+    deliver([back_in_range], shipment)
+    excursion = Excursion.objects.get()
+    assert excursion.ended_at == logger.start + 120 * MINUTE
+    assert excursion.duration_seconds == 3600
+    assert [fact["type"] for fact in ledger_facts()].count("excursion.ended") == 1
+
+
+def test_a_data_gap_filled_by_late_readings_resolves_its_alert(manufacturer: Persona, shipment: Shipment) -> None:
+    logger = Logger(manufacturer, shipment)
+    messages = [protocol.message(logger.key, "LOG-T1", i + 1, [r]) for i, r in enumerate(_records(logger, [5.0] * 149))]
+    deliver(messages[:20] + messages[40:], shipment)
+    [gap] = Alert.objects.filter(key="gap")
+    deliver(messages[20:40], shipment)
+    gap.refresh_from_db()
+    assert gap.status == "resolved"
+    assert "arrived late" in gap.resolution
+    assert "alert.resolved" in [fact["type"] for fact in ledger_facts()]
+
+
+def test_a_spent_stability_budget_is_a_breach_once_whatever_the_order(
+    manufacturer: Persona, carrier: Persona, shipment: Shipment
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    warm = [5.0] * 12 + [9.5] * 60 + [5.0] * 12  # five hours above: the 4 h budget is spent
+    messages = [protocol.message(logger.key, "LOG-T1", i + 1, [r]) for i, r in enumerate(_records(logger, warm))]
+    deliver(messages[20:], shipment)  # the last 260 minutes above 8 °C arrive first
+    spent = Alert.objects.get(key="rule:stability budget spent")
+    traceability.alert_resolve(actor=carrier.user, alert=spent, comment="QA informed.")
+    deliver(messages[:20], shipment)  # then the start of the excursion: the budget was spent earlier
+    assert Alert.objects.filter(key="rule:stability budget spent").count() == 1
+    assert [fact["type"] for fact in ledger_facts()].count("contract.breached") == 1
+
+
+def _records(logger: Logger, temperatures: list[float]) -> list[dict[str, Any]]:
+    return [
+        {"n": "temp", "u": "Cel", "t": (logger.start + 5 * MINUTE * i).timestamp(), "v": value}
+        for i, value in enumerate(temperatures)
+    ]

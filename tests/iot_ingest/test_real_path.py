@@ -22,7 +22,6 @@ from iot_ingest import mqtt
 from iot_ingest.models import Reading
 from tests.conftest import Persona
 from tests.iot_ingest.processes import (
-    INTERVAL,
     MESSAGES_PER_LOGGER,
     PER_MESSAGE,
     SPIKE_ALERTS,
@@ -31,6 +30,7 @@ from tests.iot_ingest.processes import (
     Processes,
     Sent,
     assert_exactly_once,
+    database_url,
     entries,
     reachable,
     unavailable,
@@ -45,6 +45,7 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def processes(tmp_path: Path, transactional_db: None) -> Iterator[Processes]:
     """Set up after the database, so every process is gone before the test's tables are flushed."""
+    database_url()  # nothing starts unless the processes can share the test's database
     with Processes(tmp_path) as running:
         yield running
 
@@ -108,7 +109,6 @@ def test_simulated_loggers_readings_alerts_and_ledger_entries_arrive_through_the
     assert excursion.direction == "above"
     assert 11.5 <= excursion.peak_celsius <= 12.5
     assert excursion.duration_seconds == 45 * 60  # the simulator's spike: 45 readings, INTERVAL apart
-    assert excursion.started_at.timestamp() % INTERVAL == excursion.ended_at.timestamp() % INTERVAL
     breach = Alert.objects.get(shipment=spike.shipment, key="rule:stability budget spent")
     assert breach.severity == Alert.Severity.CRITICAL
     assert set(Alert.objects.filter(shipment=spike.shipment).values_list("key", flat=True)) == SPIKE_ALERTS

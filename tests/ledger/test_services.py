@@ -244,3 +244,11 @@ def test_the_checkpoint_task_sequences_then_signs() -> None:
     assert tasks.checkpoint() == 3
     assert tasks.checkpoint() == 3  # nothing new: the same checkpoint
     assert Checkpoint.objects.count() == 1
+
+
+def test_two_processes_creating_the_key_at_once_end_up_with_one(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.key"
+    first = keys.load(path, create=True)
+    keys._create(path)  # a second process arriving a moment later keeps the first one's key
+    assert keys.public_bytes(keys.load(path, create=True)) == keys.public_bytes(first)
+    assert [p.name for p in tmp_path.iterdir()] == ["ledger.key"]

@@ -27,6 +27,7 @@ ALERT_SEVERITY = {
     coldchain.Severity.CRITICAL: Alert.Severity.CRITICAL,
 }
 BREACHES = (coldchain.Severity.BREACH, coldchain.Severity.CRITICAL)
+GAP, FREEZE_THAW = "gap", "freeze_thaw"
 
 
 @transaction.atomic
@@ -41,14 +42,17 @@ def monitoring_apply(*, shipment: Shipment, evaluation: coldchain.Evaluation) ->
     shipment = _locked(shipment)
     for excursion in evaluation.excursions:
         _excursion_apply(shipment, excursion)
-    return [alert for trigger in evaluation.triggers if (alert := _alert_raise(shipment, trigger))]
+    _gaps_closed(shipment, {trigger.at for trigger in evaluation.triggers if trigger.key == GAP})
+    once = _fires_once(shipment)
+    return [alert for trigger in evaluation.triggers if (alert := _alert_raise(shipment, trigger, once))]
 
 
 def _excursion_apply(shipment: Shipment, found: coldchain.Excursion) -> None:
-    """Records an excursion once, and its end once; updates it as late readings refine it.
+    """Mirrors the evaluation in the stored excursion; records its start once and its end once.
 
-    A late reading can move an excursion's start or end, so the stored
-    excursion it overlaps is the same one, updated rather than recorded twice.
+    The evaluation covers every reading, so the stored excursion takes its
+    facts as they now are: a late reading can move its start or end. The
+    ledger keeps what was known when each entry was written.
     """
     overlapping = Excursion.objects.filter(shipment=shipment, direction=found.direction.value).filter(
         Q(ended_at__isnull=True) | Q(ended_at__gte=found.started_at)
@@ -59,24 +63,15 @@ def _excursion_apply(shipment: Shipment, found: coldchain.Excursion) -> None:
     facts = {"direction": found.direction.value, "started_at": _when(found.started_at)}
     stored = overlapping.order_by("started_at").first()
     if stored is None:
-        stored = Excursion.objects.create(
-            shipment=shipment,
-            direction=found.direction.value,
-            started_at=found.started_at,
-            peak_celsius=found.peak_celsius,
-            duration_seconds=found.duration_seconds,
-            rules=rules,
-        )
+        stored = Excursion(shipment=shipment, direction=found.direction.value)
         _shipment_record("excursion.started", shipment, **facts, peak_celsius=found.peak_celsius, rules=rules)
-    ended_now = stored.ended_at is None
-    stored.started_at = min(stored.started_at, found.started_at)
-    if found.ended_at is not None:
-        stored.ended_at = max(stored.ended_at or found.ended_at, found.ended_at)
+    stored.started_at = found.started_at
+    stored.ended_at = found.ended_at
     stored.peak_celsius = found.peak_celsius
     stored.duration_seconds = found.duration_seconds
-    stored.rules = sorted(set(stored.rules) | set(rules))
-    stored.save(update_fields=["started_at", "ended_at", "peak_celsius", "duration_seconds", "rules"])
-    if ended_now and found.ended_at is not None:
+    stored.rules = rules
+    if found.ended_at is not None and not stored.end_recorded:
+        stored.end_recorded = True
         _shipment_record(
             "excursion.ended",
             shipment,
@@ -85,14 +80,46 @@ def _excursion_apply(shipment: Shipment, found: coldchain.Excursion) -> None:
             peak_celsius=found.peak_celsius,
             duration_seconds=found.duration_seconds,
         )
+    stored.save()
 
 
-def _alert_raise(shipment: Shipment, trigger: coldchain.Trigger) -> Alert | None:
-    """A new alert for the trigger, unless it was raised before or one for its rule is still open."""
-    alerts = Alert.objects.filter(shipment=shipment, key=trigger.key)
-    if alerts.filter(
-        Q(triggered_at=trigger.at) | Q(status__in=[Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED])
-    ).exists():
+def _gaps_closed(shipment: Shipment, gaps: set[datetime.datetime]) -> None:
+    """Resolves data-gap alerts whose gap late readings have since filled."""
+    filled = Alert.objects.filter(
+        shipment=shipment, key=GAP, status__in=[Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED]
+    ).exclude(triggered_at__in=gaps)
+    for alert in filled:
+        alert.status, alert.resolved_at = Alert.Status.RESOLVED, timezone.now()
+        alert.resolution = "The readings of the gap arrived late: the logger had buffered them."
+        alert.save(update_fields=["status", "resolved_at", "resolution"])
+        _shipment_record(
+            "alert.resolved",
+            shipment,
+            alert=alert.key,
+            triggered_at=_when(alert.triggered_at),
+            by=None,
+            comment=alert.resolution,
+        )
+
+
+def _fires_once(shipment: Shipment) -> set[str]:
+    """Keys that alert at most once per shipment: cumulative rules and the freeze-thaw count never reset."""
+    cumulative = shipment.contract.rules.filter(mode=coldchain.Mode.CUMULATIVE).values_list("name", flat=True)
+    return {f"rule:{name}" for name in cumulative} | {FREEZE_THAW}
+
+
+def _alert_raise(shipment: Shipment, trigger: coldchain.Trigger, once: set[str]) -> Alert | None:
+    """A new alert for the trigger, unless it was raised before or one for its rule is still open.
+
+    A contract is breached once per rule: ``contract.breached`` is appended with
+    the rule's first alert only.
+    """
+    earlier = Alert.objects.filter(shipment=shipment, key=trigger.key)
+    still_open = Q(status__in=[Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED])
+    if earlier.filter(Q(triggered_at=trigger.at) | still_open).exists():
+        return None
+    first = not earlier.exists()
+    if trigger.key in once and not first:
         return None
     alert = Alert.objects.create(
         shipment=shipment,
@@ -101,7 +128,7 @@ def _alert_raise(shipment: Shipment, trigger: coldchain.Trigger) -> Alert | None
         message=trigger.detail[:500],
         triggered_at=trigger.at,
     )
-    if trigger.severity in BREACHES:
+    if trigger.severity in BREACHES and first:
         _shipment_record("contract.breached", shipment, rule=trigger.key, at=_when(trigger.at), detail=trigger.detail)
     return alert
 
