@@ -572,7 +572,11 @@ def embedded_broker() -> Iterator[str]:
     assert process.poll() is None, "mqtt_broker exited"
     yield url
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=15) == 0
+    try:
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.mark.django_db(transaction=True)
