@@ -3,9 +3,10 @@
 Simulated loggers publish signed messages to Mosquitto; ``ingest_mqtt``
 processes commit them to the inbox; ``celery worker`` processes (Redis) turn
 them into readings and evaluate the shipments' contracts in PostgreSQL. Every
-part runs as its own process on the bench's throwaway database, as deployed.
-Beside each figure, its limit measured in the same run on the same services:
-paho publish to subscribe, and PostgreSQL COPY of the same reading rows.
+part runs as its own process on the bench's throwaway database, as deployed,
+on a queue, topics and subscription group of its own. Beside each figure, its
+limit measured in the same run on the same services: paho publish to
+subscribe, and PostgreSQL COPY of the same reading rows.
 
 Figures are measured, never asserted.
 """
@@ -20,6 +21,7 @@ import itertools
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,16 +57,16 @@ PER_MESSAGE = 10  # readings per message, as loggers send them
 LOGGERS = 50  # each on a dispatched shipment of its own
 PUBLISHERS = 3  # paho clients publishing the load
 WINDOW = 100  # QoS 1 messages a publisher keeps in flight, awaiting their PUBACK
-# Published but not yet in the inbox, at most. Mosquitto queues 1000 messages per
-# subscriber by default (max_queued_messages) and drops QoS 1 messages beyond that.
+# Published but not yet in the inbox, at most: Mosquitto queues 1000 messages per
+# subscriber by default (max_queued_messages) and silently drops QoS 1 messages beyond.
 AHEAD = 1000
 PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the load ...
 PROBES = 300  # ... for at most a minute
 PROBE_CELSIUS = 26.0  # at or above a refrigerated contract's hard ceiling (25 °C): critical at once
 PROBE_ALERT = "rule:hard ceiling"
-POLL = 0.05  # seconds between looks at the database and the queue
-TIMEOUT = 600.0  # seconds the load may take before the bench gives up waiting
-LOGS_KEPT = 2000  # characters of a failed process's log shown
+POLL = 0.05  # seconds between looks at the inbox, the alerts and the queue
+TIMEOUT = 600.0  # seconds the load may take before the bench gives up
+LOG_TAIL = 2000  # characters of a failed process's log shown
 
 
 @dataclass(frozen=True)
@@ -85,13 +87,11 @@ class Message:
 @dataclass
 class Result:
     messages: int
-    readings: int
-    seconds: float  # first publish to every reading stored and evaluated
+    seconds: float  # from the first publish until every reading is stored and evaluated
     readings_rate: float
-    inbox_rate: float
-    latencies_ms: list[float]
-    probes: int  # contract-breaking messages published
-    peak_mib: dict[str, float]  # process role -> largest VmHWM
+    inbox_rate: float  # messages/s from the first publish until all are in the inbox
+    latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed
+    peak_mib: dict[str, float] = field(default_factory=dict)  # role -> largest VmHWM
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time during the load
     copy_rate: float = 0.0
     paho_rate: float = 0.0
@@ -99,7 +99,7 @@ class Result:
 
 
 def missing_service() -> str | None:
-    """Says which service the table needs and cannot have; None when PostgreSQL, Redis and Mosquitto are there."""
+    """Says which service the table needs and cannot reach; None when PostgreSQL, Redis and Mosquitto are there."""
     if connection.vendor != "postgresql":
         return f"skipped: the database is {connection.vendor}; set DATABASE_URL to PostgreSQL"
     broker = settings.CELERY_BROKER_URL
@@ -117,27 +117,28 @@ def missing_service() -> str | None:
     return None
 
 
-def run(*, readings: int, ingest: int, workers: int, pool: str) -> Result:
-    """Publishes ``readings`` (10 a message) through ingest and workers; times them, probes alert latency.
+def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> Result:
+    """Publishes ``readings`` (10 a message; ``rate`` messages/s, 0: as fast as the inbox takes them) through
+    ingest and worker processes; times them and probes the alert latency meanwhile.
 
     Creates loggers and shipments in the current (throwaway) database, starts
     the processes on it, and stops them (their process groups) before returning.
     """
     count = max(readings // PER_MESSAGE, LOGGERS)
     per_logger = -(-count // LOGGERS) * PER_MESSAGE
+    arming = datetime.timedelta(seconds=coldchain.DEFAULT_ARMING_SECONDS + 60)
     now = timezone.now()
-    # Readings one second apart, ending now, all after dispatch and arming.
-    dispatched = now - datetime.timedelta(seconds=max(3600, per_logger + coldchain.DEFAULT_ARMING_SECONDS + 120))
-    first_at = int(now.timestamp()) - per_logger - 60
-    prefix = f"coldtrace-bench-{os.getpid()}/v1/devices"
+    # Each logger's readings one second apart, from a minute after arming until a minute ago.
+    dispatched = now - datetime.timedelta(seconds=per_logger + 60) - arming
+    prefix = f"coldtrace-bench-{os.getpid()}/v1/devices"  # not the loggers' topic: no other ingest sees the load
     fleet = fleet_create(LOGGERS, name="bench-load", dispatched_at=dispatched)
-    probe_pairs = fleet_create(PROBES, name="bench-probe", dispatched_at=dispatched)
-    ledger.entries_sequence()  # the setup's ledger entries, so the workers start with none pending
+    probe_pairs = fleet_create(PROBES, name="bench-probe", dispatched_at=now - arming)
+    ledger.entries_sequence()  # the setup's ledger entries, so that the workers start with none pending
     with Stack(ingest=ingest, workers=workers, pool=pool, topic_filter=f"{prefix}/+/readings") as stack:
-        load = load_sign(fleet, count, first_at=first_at, prefix=prefix)
-        probe_messages = [(pair.shipment_id, probe_sign(pair, prefix=prefix)) for pair in probe_pairs]
+        load = load_sign(fleet, count, first_at=int((dispatched + arming).timestamp()), prefix=prefix)
+        probes = [(pair.shipment_id, probe_sign(pair, prefix=prefix)) for pair in probe_pairs]
         stack.ready()
-        result = _drive(stack, load, probe_messages)
+        result = _drive(stack, load, probes, rate=rate)
         result.peak_mib = stack.peak_mib()
     result.paho_rate, received = paho_rate(load)
     if received < len(load):
@@ -150,27 +151,21 @@ def run(*, readings: int, ingest: int, workers: int, pool: str) -> Result:
 
 
 def fleet_create(count: int, *, name: str, dispatched_at: datetime.datetime) -> list[Pair]:
-    """``count`` loggers, each on a refrigerated shipment of its own dispatched at ``dispatched_at``.
+    """``count`` loggers, each on a refrigerated shipment of its own, dispatched at ``dispatched_at``.
 
-    Made through the services (one unit of stock per shipment), as a
-    manufacturer would: create, dispatch, register the logger, assign it.
+    Made through the services from the demo data, as a manufacturer would:
+    create (one unit of stock), dispatch, register the logger, assign it.
     """
-    batches = list(
-        Batch.objects.filter(
-            product__storage_profile=coldchain.StorageProfile.REFRIGERATED, status=Batch.Status.ACTIVE
-        ).select_related("product__manufacturer")
-    )
-    if not batches:
+    cold = Batch.objects.filter(product__storage_profile=coldchain.StorageProfile.REFRIGERATED, status="active")
+    first = cold.select_related("product__manufacturer").first()
+    if first is None:
         raise RuntimeError("the bench needs the demo data (seed_demo): no active refrigerated batch")
-    maker = batches[0].product.manufacturer
-    batches = [b for b in batches if b.product.manufacturer_id == maker.pk]
-    actor = User.objects.filter(membership__organisation=maker).first()
-    carrier = Organisation.objects.filter(kind=Organisation.Kind.LOGISTICS).first()
-    consignee = Organisation.objects.filter(kind=Organisation.Kind.DISPENSER).first()
-    if actor is None or carrier is None or consignee is None:
-        raise RuntimeError("the bench needs the demo data (seed_demo): a manufacturer's user, a carrier, a pharmacy")
-    origin, destination = maker.sites.get(), consignee.sites.order_by("gln").first()
-    assert destination is not None
+    maker = first.product.manufacturer
+    actor = User.objects.filter(membership__organisation=maker)[0]
+    carrier = Organisation.objects.filter(kind=Organisation.Kind.LOGISTICS)[0]
+    consignee = Organisation.objects.filter(kind=Organisation.Kind.DISPENSER)[0]
+    origin, destination = maker.sites.get(), consignee.sites.order_by("gln")[0]
+    batches = cold.filter(product__manufacturer=maker)
     stock = {batch: selectors.batch_available(organisation=maker, batch=batch) for batch in batches}
     pairs = []
     with transaction.atomic():
@@ -219,20 +214,19 @@ def probe_sign(pair: Pair, *, prefix: str) -> Message:
 class Stack:
     """``ingest_mqtt`` and ``celery worker`` processes on this database, on a queue and topics of their own.
 
-    A context manager: leaving it stops every process group it started.
+    A context manager: leaving it stops every process group it started; the
+    processes' logs are kept (and named in the error) only when it fails.
     """
 
     def __init__(self, *, ingest: int, workers: int, pool: str, topic_filter: str) -> None:
-        self.tag = f"coldtrace-bench-{os.getpid()}"
-        self.queue = self.tag
-        self.topic_filter = topic_filter
-        self.logs = Path(tempfile.mkdtemp(prefix=f"{self.tag}-"))
-        self.names = [f"{self.tag}-w{n}@{socket.gethostname()}" for n in range(workers)]
+        self.queue = f"coldtrace-bench-{os.getpid()}"
+        self.logs = Path(tempfile.mkdtemp(prefix=f"{self.queue}-"))
+        self.names = [f"{self.queue}-w{n}@{socket.gethostname()}" for n in range(workers)]
         worker = [sys.executable, "-m", "celery", "-A", "traceability", "worker", "-Q", self.queue, "--pool", pool]
         worker += ["--concurrency", "1", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
         subscriber = [sys.executable, "manage.py", "ingest_mqtt", "--url", settings.MQTT_URL, "--session-expiry", "0"]
-        subscriber += ["--group", self.tag, "--topic", topic_filter]
-        self.commands = {f"ingest-{n}": [*subscriber, "--client-id", f"{self.tag}-ingest-{n}"] for n in range(ingest)}
+        subscriber += ["--group", self.queue, "--topic", topic_filter]
+        self.commands = {f"ingest-{n}": [*subscriber, "--client-id", f"{self.queue}-ingest-{n}"] for n in range(ingest)}
         self.commands |= {f"worker-{n}": [*worker, "-n", name] for n, name in enumerate(self.names)}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -241,30 +235,32 @@ class Stack:
         try:
             for role, command in self.commands.items():
                 with (self.logs / f"{role}.log").open("wb") as log:
-                    self.processes[role] = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
-                        command, cwd=settings.BASE_DIR, env=environment, stdout=log, stderr=log, start_new_session=True
-                    )
+                    self.processes[role] = subprocess.Popen(  # noqa: S603 (our interpreter, our arguments)
+                        command, cwd=settings.BASE_DIR, env=environment, stdout=log, stderr=log,
+                        start_new_session=True,
+                    )  # fmt: skip
         except BaseException:
             self.stop()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self.stop()
+        if kind is None:
+            shutil.rmtree(self.logs, ignore_errors=True)
 
     def environment(self) -> dict[str, str]:
         """The bench's database, broker, queue and ledger key; production settings otherwise."""
         db = connection.settings_dict
         password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
         host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
-        broker = settings.CELERY_BROKER_URL
         return {
             **os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}{password}@{host}/{db['NAME']}",
-            "CELERY_BROKER_URL": broker,
             "CELERY_QUEUE": self.queue,
-            # Evaluation requests are de-duplicated in the cache, which workers must share (as deployed).
-            "CACHE_URL": os.environ.get("CACHE_URL") or broker.rsplit("/", 1)[0] + "/1",
+            # Workers de-duplicate evaluation requests in the cache, so they share one, as deployed: the broker's
+            # Redis database, away from a deployment's own cache (a separate database in docker/.env.example).
+            "CACHE_URL": settings.CELERY_BROKER_URL,
             "LEDGER_KEY_FILE": str(settings.LEDGER_KEY_FILE),
             "LEDGER_CREATE_KEY": "0",
             "DEBUG": "0",
@@ -275,10 +271,10 @@ class Stack:
     def ready(self, timeout: float = 60.0) -> None:
         """Waits until every ingest process is subscribed and every worker answers a ping."""
         deadline = time.monotonic() + timeout
-        ingest = [role for role in self.processes if role.startswith("ingest")]
         while time.monotonic() < deadline:
             self.check()
-            subscribed = all("subscribed (granted QoS" in self.log(role) for role in ingest)
+            logs = [self.log(role) for role in self.processes if role.startswith("ingest")]
+            subscribed = all("subscribed (granted QoS" in log for log in logs)
             if subscribed and len(celery_app.control.ping(destination=self.names, timeout=0.5)) == len(self.names):
                 return
             time.sleep(0.2)
@@ -288,19 +284,10 @@ class Stack:
         """Raises, with its log, when a process has exited."""
         for role, process in self.processes.items():
             if process.poll() is not None:
-                raise RuntimeError(f"{role} exited ({process.returncode}):\n{self.log(role)[-LOGS_KEPT:]}")
+                raise RuntimeError(f"{role} exited ({process.returncode}):\n{self.log(role)[-LOG_TAIL:]}")
 
     def log(self, role: str) -> str:
         return (self.logs / f"{role}.log").read_text(errors="replace")
-
-    def peak_mib(self) -> dict[str, float]:
-        """The largest peak resident memory (VmHWM) among each role's processes, prefork children included."""
-        peaks: dict[str, float] = {}
-        for role, process in self.processes.items():
-            kind = role.split("-")[0]
-            for pid in [process.pid, *_children(process.pid)]:
-                peaks[kind] = max(peaks.get(kind, 0.0), _vm_hwm_kib(pid) / 1024)
-        return peaks
 
     def pids(self) -> dict[int, str]:
         """pid -> role of the processes working for the load: ours, prefork children, our database sessions."""
@@ -309,50 +296,73 @@ class Stack:
             cursor.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-            pids |= {pid: "postgres" for (pid,) in cursor.fetchall()}
-        return pids
+            return pids | {pid: "postgres" for (pid,) in cursor.fetchall()}
+
+    def peak_mib(self) -> dict[str, float]:
+        """The largest peak resident memory (VmHWM) among each role's processes, prefork children included."""
+        peaks: dict[str, float] = collections.defaultdict(float)
+        for pid, role in self.pids().items():
+            peaks[role] = max(peaks[role], _vm_hwm_kib(pid) / 1024)
+        return {role: peak for role, peak in peaks.items() if role != "postgres"}
 
     def stop(self) -> None:
         for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)  # ingest drains, workers finish their task
         deadline = time.monotonic() + 15
         for process in self.processes.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             _signal_group(process, signal.SIGKILL)
             process.wait()
+        bindings = [f"_kombu.{kind}.{self.queue}" for kind in ("binding", "binding_permanent")]
         with contextlib.suppress(redis.RedisError):
-            redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(*_queue_keys(self.queue))
+            redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(*_queue_keys(self.queue), *bindings)
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signum)  # the process group is the process's own (start_new_session)
+        os.killpg(process.pid, signum)  # its own group (start_new_session): prefork children too
 
 
 def _children(pid: int) -> list[int]:
-    pids = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            pids += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return pids
+    return [int(child) for task in Path(f"/proc/{pid}/task").glob("*") for child in _read(task / "children").split()]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = _read(Path(f"/proc/{pid}/stat")).rsplit(")", 1)[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0  # utime + stime
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    lines = _read(Path(f"/proc/{pid}/status")).splitlines()
+    return next((int(line.split()[1]) for line in lines if line.startswith("VmHWM:")), 0)
+
+
+def _read(path: Path) -> str:
+    """A /proc file's text; empty once the process is gone."""
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _queue_keys(queue: str) -> list[str]:
+    """The Redis lists behind a Celery queue, one per priority step (kombu's naming)."""
+    return [queue] + [f"{queue}\x06\x16{priority}" for priority in (3, 6, 9)]
 
 
 class CpuMeter:
-    """CPU time each role used between the first and the last sample (processes that came and went included)."""
+    """CPU time each role used between the first and the last sample, processes that came and went included."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.brokers = _brokers()  # shared with whatever else uses them, but busy mostly with the load
         self.first: dict[int, float] = {}
         self.last: dict[int, tuple[str, float]] = {}
         self.bench = time.process_time()
         self.sample(first=True)
 
     def sample(self, *, first: bool = False) -> None:
-        for pid, role in (self.stack.pids() | self.brokers).items():
+        for pid, role in self.stack.pids().items():
             used = _cpu_seconds(pid)
             if first:
                 self.first[pid] = used
@@ -362,71 +372,22 @@ class CpuMeter:
         totals: dict[str, float] = collections.defaultdict(float)
         for pid, (role, used) in self.last.items():
             totals[role] += used - self.first.get(pid, 0.0)
-        totals["bench"] = time.process_time() - self.bench
+        totals["bench"] = time.process_time() - self.bench  # publishing and watching
         return dict(totals)
-
-
-def _brokers() -> dict[int, str]:
-    """pid -> "mosquitto" or "redis" for the brokers running on this machine."""
-    pids = {}
-    for path in Path("/proc").glob("[0-9]*/comm"):
-        with contextlib.suppress(OSError):
-            name = path.read_text().strip()
-            if name in ("mosquitto", "redis-server"):
-                pids[int(path.parent.name)] = name.removesuffix("-server")
-    return pids
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _queue_keys(queue: str) -> list[str]:
-    """The Redis lists behind a Celery queue: one per priority step (kombu's naming)."""
-    return [queue] + [f"{queue}\x06\x16{priority}" for priority in (3, 6, 9)]
-
-
-class Queue:
-    """Whether a Celery queue on Redis is idle: nothing waiting, nothing taken and not yet acknowledged."""
-
-    def __init__(self, name: str) -> None:
-        self.keys = _queue_keys(name)
-        self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        self.routing = f'"{name}"]'.encode()  # ends kombu's unacked entry [message, exchange, routing key]
-
-    def busy(self) -> bool:
-        with self.client.pipeline(transaction=True) as pipe:  # one snapshot: a task cannot move in between
-            for key in self.keys:
-                pipe.llen(key)
-            pipe.hvals("unacked")
-            *lengths, unacked = pipe.execute()
-        return any(lengths) or any(entry.endswith(self.routing) for entry in unacked)
 
 
 # Publishing ------------------------------------------------------------------
 
 
 class Gate:
-    """Holds publishers back while ``ahead`` messages are published and not yet arrived, so none is dropped."""
+    """Lets publishers through at ``rate`` messages/s at most (0: no limit), and holds them back while ``ahead``
+    messages are published and not yet arrived, so that none is dropped."""
 
-    def __init__(self, ahead: int) -> None:
+    def __init__(self, ahead: int, rate: float = 0.0) -> None:
         self.ahead = ahead
-        self.published = 0
-        self.arrived = 0
+        self.gap = 1 / rate if rate > 0 else 0.0
+        self.published = self.arrived = 0
+        self._next = 0.0
         self._condition = threading.Condition()
 
     def take(self) -> None:
@@ -434,6 +395,9 @@ class Gate:
             while self.published - self.arrived >= self.ahead:
                 self._condition.wait(0.1)
             self.published += 1
+            self._next = max(self._next + self.gap, time.monotonic())
+            due = self._next
+        time.sleep(max(due - time.monotonic(), 0.0))
 
     def arrive(self, count: int) -> None:
         with self._condition:
@@ -442,9 +406,10 @@ class Gate:
 
 
 def _client(name: str) -> paho.Client:
-    """A connected publisher, its network loop running."""
+    """A connected paho client, its network loop running."""
     address = mqtt.broker_address(settings.MQTT_URL)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}", protocol=paho.MQTTv311)
+    client_id = f"coldtrace-bench-{os.getpid()}-{name}"
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311)
     mqtt.configure(client, address)
     client.max_inflight_messages_set(WINDOW)
     connected = threading.Event()
@@ -463,33 +428,31 @@ def _close(client: paho.Client) -> None:
 
 
 def publish(messages: Sequence[Message], gate: Gate, *, name: str, errors: list[BaseException]) -> None:
-    """Publishes at QoS 1 as fast as the broker acknowledges (``WINDOW`` in flight) and the gate allows."""
+    """Publishes at QoS 1 as fast as the broker acknowledges (``WINDOW`` in flight) and the gate lets through."""
     try:
         client = _client(name)
-    except BaseException as error:
-        errors.append(error)
-        return
-    inflight: collections.deque[paho.MQTTMessageInfo] = collections.deque()
-    try:
-        for message in messages:
-            gate.take()
-            inflight.append(client.publish(message.topic, message.raw, qos=1))
-            while len(inflight) > WINDOW:
+        try:
+            inflight: collections.deque[paho.MQTTMessageInfo] = collections.deque()
+            for message in messages:
+                gate.take()
+                inflight.append(client.publish(message.topic, message.raw, qos=1))
+                while len(inflight) > WINDOW:
+                    inflight.popleft().wait_for_publish(30)
+            while inflight:
                 inflight.popleft().wait_for_publish(30)
-        while inflight:
-            inflight.popleft().wait_for_publish(30)
+        finally:
+            _close(client)
     except BaseException as error:
         errors.append(error)
-    finally:
-        _close(client)
 
 
-def _publishers(messages: Sequence[Message], gate: Gate, errors: list[BaseException]) -> list[threading.Thread]:
+def _publishing(messages: Sequence[Message], gate: Gate, errors: list[BaseException], n: int) -> list[threading.Thread]:
+    """``n`` publisher threads, started, sharing out the messages."""
     threads = [
         threading.Thread(
-            target=publish, args=(messages[n::PUBLISHERS], gate), kwargs={"name": f"bench-pub-{n}", "errors": errors}
+            target=publish, args=(messages[k::n], gate), kwargs={"name": f"bench-pub{k}", "errors": errors}
         )
-        for n in range(PUBLISHERS)
+        for k in range(n)
     ]
     for thread in threads:
         thread.start()
@@ -499,55 +462,20 @@ def _publishers(messages: Sequence[Message], gate: Gate, errors: list[BaseExcept
 # The end-to-end run ------------------------------------------------------------
 
 
-class _Probes:
-    """Contract-breaking messages, one every PROBE_EVERY seconds: when each was published, when its alert was seen."""
-
-    def __init__(self, probes: Sequence[tuple[int, Message]]) -> None:
-        self.probes = list(probes)  # (shipment, message)
-        self.shipments = [shipment for shipment, _ in self.probes]
-        self.client = _client("bench-probe")
-        self.start = 0.0
-        self.published: dict[int, float] = {}  # shipment -> wall-clock time (the worker's clock too)
-        self.alerted: dict[int, float] = {}
-        self.last_alert = 0
-
-    def send(self) -> None:
-        """Publishes the next probe when it is due."""
-        if len(self.published) < len(self.probes) and time.time() >= self.start + len(self.published) * PROBE_EVERY:
-            shipment, message = self.probes[len(self.published)]
-            self.published[shipment] = time.time()
-            self.client.publish(message.topic, message.raw, qos=1)
-
-    def look(self) -> None:
-        """Notes the alerts committed since the last look (seen, so their commit is visible)."""
-        seen = time.time()
-        alerts = Alert.objects.filter(key=PROBE_ALERT, shipment_id__in=self.shipments, pk__gt=self.last_alert)
-        for pk, shipment in alerts.values_list("pk", "shipment_id"):
-            self.alerted.setdefault(shipment, seen)
-            self.last_alert = max(self.last_alert, pk)
-
-    def wait(self, *, deadline: float) -> None:
-        """Waits for the alerts of the probes already published."""
-        while len(self.alerted) < len(self.published) and time.time() < deadline:
-            self.look()
-            time.sleep(POLL)
-
-    def latencies_ms(self) -> list[float]:
-        return [(self.alerted[s] - t) * 1000 for s, t in self.published.items() if s in self.alerted]
-
-
-def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Message]]) -> Result:
+def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Message]], *, rate: float) -> Result:
     """Publishes the load, and probes while it lasts; returns once every reading is stored and evaluated."""
     watch = _Watch(stack.queue)
     probes = _Probes(probe_messages)
-    gate, errors = Gate(AHEAD), list[BaseException]()
+    gate, errors = Gate(AHEAD, rate), list[BaseException]()
     cpu = CpuMeter(stack)
     start = probes.start = time.time()
-    threads = _publishers(load, gate, errors)
+    threads = _publishing(load, gate, errors, PUBLISHERS)
     try:
         for step in itertools.count():
-            if time.time() - start > TIMEOUT or errors:
-                raise RuntimeError(f"publishing failed: {errors[0]!r}" if errors else f"not done in {TIMEOUT:g} s")
+            if errors:
+                raise RuntimeError(f"publishing failed: {errors[0]!r}")
+            if time.time() - start > TIMEOUT:
+                raise RuntimeError(f"not done in {TIMEOUT:g} s: {watch.state(len(load) + len(probes.published))}")
             stack.check()
             probes.send()
             gate.arrive(watch.arrived())
@@ -566,34 +494,84 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         _close(probes.client)
     assert watch.inboxed_at is not None
     assert watch.done_at is not None
-    result = _result(load, probes, start=start, inboxed_at=watch.inboxed_at, done_at=watch.done_at)
-    result.cpu_seconds = cpu.used()
+    result = Result(
+        messages=len(load),
+        seconds=watch.done_at - start,
+        readings_rate=len(load) * PER_MESSAGE / (watch.done_at - start),
+        inbox_rate=(len(load) + len(probes.published)) / (watch.inboxed_at - start),
+        latencies_ms=probes.latencies_ms(),
+        cpu_seconds=cpu.used(),
+    )
+    result.notes += _shortfalls(len(load) * PER_MESSAGE, probes)
     return result
+
+
+class _Probes:
+    """Contract-breaking messages, one every PROBE_EVERY seconds: when each was published, when its alert was seen."""
+
+    def __init__(self, probes: Sequence[tuple[int, Message]]) -> None:
+        self.probes = list(probes)  # (shipment, message)
+        self.shipments = [shipment for shipment, _ in self.probes]
+        self.client = _client("probe")
+        self.start = 0.0
+        self.published: dict[int, float] = {}  # shipment -> wall-clock time, the workers' clock too
+        self.alerted: dict[int, float] = {}
+
+    def send(self) -> None:
+        """Publishes the next probe when it is due."""
+        if len(self.published) < len(self.probes) and time.time() >= self.start + len(self.published) * PROBE_EVERY:
+            shipment, message = self.probes[len(self.published)]
+            self.published[shipment] = time.time()
+            self.client.publish(message.topic, message.raw, qos=1)
+
+    def look(self) -> None:
+        """Notes the alerts committed since the last look: seen, so their commit is visible.
+
+        By shipment, not by id: two workers commit alerts out of id order.
+        """
+        waiting = [shipment for shipment in self.published if shipment not in self.alerted]
+        seen = time.time()
+        alerts = Alert.objects.filter(key=PROBE_ALERT, shipment_id__in=waiting) if waiting else Alert.objects.none()
+        for shipment in alerts.values_list("shipment_id", flat=True):
+            self.alerted.setdefault(shipment, seen)
+
+    def wait(self, *, deadline: float) -> None:
+        """Waits for the alerts of the probes published so far."""
+        while len(self.alerted) < len(self.published) and time.time() < deadline:
+            self.look()
+            time.sleep(POLL)
+
+    def latencies_ms(self) -> list[float]:
+        return [(self.alerted[s] - t) * 1000 for s, t in self.published.items() if s in self.alerted]
 
 
 class _Watch:
     """When every message was in the inbox, and when every one was processed and its shipment evaluated."""
 
     def __init__(self, queue: str) -> None:
-        self.base = self._top()
-        self.queue = Queue(queue)
+        self.base, self.counted = self._top(), InboxMessage.objects.count()
+        self.keys = _queue_keys(queue)
+        self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        self.routing = f'"{queue}"]'.encode()  # ends kombu's unacked entry [message, exchange, routing key]
         self.inboxed_at: float | None = None
         self.done_at: float | None = None
         self._idle_since: float | None = None
 
     def arrived(self) -> int:
-        """Messages committed to the inbox so far (ids come from a sequence; only a rollback leaves a gap)."""
+        """About how many messages are in the inbox: ids come from a sequence, so the top id counts them cheaply
+        (a rollback skips ids; two ingest processes commit out of id order)."""
         return self._top() - self.base
 
     def done(self, *, published: bool, expected: int) -> bool:
-        """Done once all is in the inbox and, twice in a row, nothing is pending in it nor queued or running."""
+        """Done when all is in the inbox and, two looks in a row, nothing is pending there, queued or running."""
         now = time.time()
         if self.inboxed_at is None:
-            if not (published and self.arrived() >= expected):
+            if not (
+                published and self.arrived() >= expected and InboxMessage.objects.count() - self.counted >= expected
+            ):
                 return False
             self.inboxed_at = now
-        pending = InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists()
-        if pending or self.queue.busy():
+        if InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists() or self.busy():
             self._idle_since = None
             return False
         if self._idle_since is None:
@@ -602,47 +580,58 @@ class _Watch:
         self.done_at = self._idle_since
         return True
 
+    def busy(self) -> bool:
+        """A task of the queue is waiting, or taken and not yet acknowledged (running: tasks are acked late)."""
+        with self.redis.pipeline(transaction=True) as pipe:  # one snapshot: no task moves in between
+            for key in self.keys:
+                pipe.llen(key)
+            pipe.hvals("unacked")
+            *lengths, unacked = pipe.execute()
+        return any(lengths) or any(entry.endswith(self.routing) for entry in unacked)
+
+    def state(self, expected: int) -> str:
+        """Where the load stands, for a run that does not finish (a task lost, messages dropped)."""
+        pending = InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).count()
+        queue = "busy" if self.busy() else "idle"
+        return f"{self.arrived():,} of {expected:,} messages in the inbox, {pending:,} pending; the queue is {queue}"
+
+    def _counted(self) -> int:
+        return InboxMessage.objects.count() - self.counted
+
     @staticmethod
     def _top() -> int:
         top: int | None = InboxMessage.objects.aggregate(top=Max("id"))["top"]
         return top or 0
 
 
-def _result(load: list[Message], probes: _Probes, *, start: float, inboxed_at: float, done_at: float) -> Result:
-    readings = len(load) * PER_MESSAGE
+def _shortfalls(readings: int, probes: _Probes) -> list[str]:
+    """What did not go as sent: readings missing, messages not accepted, probes without an alert."""
+    notes = []
     stored = Reading.objects.exclude(shipment_id__in=probes.shipments).count()
-    outcomes = dict(InboxMessage.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
-    result = Result(
-        messages=len(load),
-        readings=readings,
-        seconds=done_at - start,
-        readings_rate=readings / (done_at - start),
-        inbox_rate=(len(load) + len(probes.published)) / (inboxed_at - start),
-        latencies_ms=probes.latencies_ms(),
-        probes=len(probes.published),
-        peak_mib={},
-    )
     if stored != readings:
-        result.notes.append(f"{stored:,} of {readings:,} load readings stored")
+        notes.append(f"{stored:,} of {readings:,} load readings stored")
+    outcomes = dict(InboxMessage.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
     if set(outcomes) != {InboxMessage.Outcome.ACCEPTED}:
-        result.notes.append(f"inbox outcomes: {outcomes}")
-    missing = len(probes.published) - len(result.latencies_ms)
+        notes.append(f"inbox outcomes: {outcomes}")
+    missing = len(probes.published) - len(probes.alerted)
     if missing:
-        result.notes.append(f"{missing} of {len(probes.published)} probe alerts not seen within 10 s of the end")
-    return result
+        notes.append(f"{missing} of {len(probes.published)} probes had no alert 10 s after the load")
+    if len(probes.published) == len(probes.probes):
+        notes.append(f"the {len(probes.probes)} probes ran out before the load ended")
+    return notes
 
 
 # The limits ------------------------------------------------------------------
 
 
 def paho_rate(messages: Sequence[Message]) -> tuple[float, int]:
-    """Raw paho, QoS 1: one publisher here, one subscriber in a process of its own; (messages/s, received).
+    """Raw paho at QoS 1, one publisher here, one subscriber in a process of its own: (messages/s, received).
 
-    The same message bytes on a topic of the bench's own, through the same
-    broker, held back by the same gate as the load.
+    The same message bytes, on a topic of the bench's own on the same broker,
+    held back by the same gate as the load.
     """
     topic = f"coldtrace-bench-{os.getpid()}/raw"
-    context = multiprocessing.get_context("fork")  # the subscriber needs nothing but paho; no re-import
+    context = multiprocessing.get_context("fork")  # the subscriber needs nothing but paho
     received: Synchronized[int] = context.Value("q", 0, lock=False)  # type: ignore[assignment]
     last: Synchronized[float] = context.Value("d", 0.0, lock=False)  # type: ignore[assignment]
     ready, done = context.Event(), context.Event()
@@ -651,16 +640,16 @@ def paho_rate(messages: Sequence[Message]) -> tuple[float, int]:
     try:
         if not ready.wait(10):
             raise RuntimeError("the raw subscriber did not subscribe within 10 s")
-        gate = Gate(AHEAD)
-        errors: list[BaseException] = []
+        gate, errors = Gate(AHEAD), list[BaseException]()
         start = time.time()
-        thread = threading.Thread(
-            target=publish,
-            args=([Message(topic, m.raw) for m in messages], gate),
-            kwargs={"name": "bench-raw", "errors": errors},
-        )
-        thread.start()
-        _follow(gate, received, len(messages), thread)
+        (thread,) = _publishing([Message(topic, m.raw) for m in messages], gate, errors, 1)
+        progress, count = time.monotonic(), -1
+        while received.value < len(messages) and time.monotonic() - progress < 2:  # or nothing came for 2 s
+            if received.value != count:
+                count, progress = received.value, time.monotonic()
+            gate.arrive(count)
+            time.sleep(0.002)
+        thread.join()
         if errors:
             raise RuntimeError(f"raw publishing failed: {errors[0]!r}")
         return received.value / (last.value - start), received.value
@@ -671,19 +660,8 @@ def paho_rate(messages: Sequence[Message]) -> tuple[float, int]:
             subscriber.kill()
 
 
-def _follow(gate: Gate, received: Synchronized[int], expected: int, thread: threading.Thread) -> None:
-    """Feeds the subscriber's count to the gate until all arrived, or nothing has for two seconds."""
-    progress, count = time.monotonic(), -1
-    while received.value < expected and time.monotonic() - progress < 2:
-        if received.value != count:
-            count, progress = received.value, time.monotonic()
-        gate.arrive(count)
-        time.sleep(0.002)
-    thread.join()
-
-
 def _subscribe(topic: str, received: Synchronized[int], last: Synchronized[float], ready: Any, done: Any) -> None:
-    """The raw subscriber (a forked process): counts messages, paho acknowledging each on receipt."""
+    """The raw subscriber (a forked process): counts the messages; paho acknowledges each on receipt."""
     address = mqtt.broker_address(settings.MQTT_URL)
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-raw-sub-{os.getpid()}", protocol=paho.MQTTv311)
     mqtt.configure(client, address)
@@ -702,7 +680,7 @@ def _subscribe(topic: str, received: Synchronized[int], last: Synchronized[float
 
 
 def copy_rate() -> float:
-    """Rows/s of PostgreSQL COPY of the stored readings into a temporary table with the same columns."""
+    """Rows/s of a PostgreSQL COPY of the stored readings into a temporary table with the same columns."""
     table = Reading._meta.db_table
     rows = io.StringIO()
     with connection.cursor() as cursor:
@@ -720,8 +698,6 @@ def copy_rate() -> float:
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile (0 for no values)."""
-    if not values:
-        return 0.0
+    """The nearest-rank percentile; 0 without values."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))] if ordered else 0.0

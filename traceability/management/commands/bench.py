@@ -11,10 +11,12 @@ import io
 import os
 import secrets
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -87,6 +89,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--readings", type=int, default=200_000, help="readings sent end to end, 10 a message (cold-chain table)"
         )
+        parser.add_argument(
+            "--rate", type=float, default=0, help="messages/s published (cold-chain table; 0: as fast as taken in)"
+        )
         parser.add_argument("--ingest", type=int, default=1, help="ingest_mqtt processes for the cold-chain table")
         parser.add_argument("--workers", type=int, default=2, help="celery worker processes for the cold-chain table")
         parser.add_argument("--pool", choices=["solo", "prefork"], default="solo", help="their pool (concurrency 1)")
@@ -95,15 +100,18 @@ class Command(BaseCommand):
         databases = setup_databases(verbosity=0, interactive=False)
         try:
             with (
+                tempfile.TemporaryDirectory(prefix="coldtrace-bench-") as scratch,
                 override_settings(
                     ROOT_URLCONF=__name__,
                     SECURE_SSL_REDIRECT=False,
                     ALLOWED_HOSTS=["*"],
-                    LEDGER_KEY_FILE=f"/tmp/coldtrace-bench-{os.getpid()}.key",  # noqa: S108  (throwaway)
+                    LEDGER_KEY_FILE=Path(scratch) / "ledger.key",
                     LEDGER_CREATE_KEY=True,
                 ),
                 # The bench runs the sequencer itself; no wake-up tasks go to the demo's broker.
                 mock.patch.object(services, "_wake_sequencer", return_value=None),
+                # The throwaway loggers' keys must not replace the demo's in var/ (simulate_devices reads those).
+                mock.patch("iot_ingest.management.commands.seed_demo.DEVICE_KEYS", Path(scratch) / "devices.json"),
             ):
                 call_command("seed_demo", password=secrets.token_urlsafe(12), stdout=io.StringIO())
                 services.ledger_commit()
@@ -232,19 +240,23 @@ class Command(BaseCommand):
             self.stdout.write(f"\n{title}: {missing}")
             return
         result = bench.run(
-            readings=options["readings"], ingest=options["ingest"], workers=options["workers"], pool=options["pool"]
+            readings=options["readings"],
+            rate=options["rate"],
+            ingest=options["ingest"],
+            workers=options["workers"],
+            pool=options["pool"],
         )
-        processes = f"{options['ingest']} ingest, {options['workers']} {options['pool']} worker process(es)"
         p50, p99 = (bench.percentile(result.latencies_ms, q) for q in (0.5, 0.99))
+        pace = f"at {options['rate']:g} a second" if options["rate"] else "at full speed"
         self.table(
-            f"{title}; {result.messages:,} messages x {bench.PER_MESSAGE} readings in {result.seconds:.1f} s; "
-            f"{processes}; 2 cores shared with the bench",
+            f"{title}; {result.messages:,} messages x {bench.PER_MESSAGE} readings {pace}; "
+            f"{options['ingest']} ingest, {options['workers']} {options['pool']} worker process(es)",
             [
                 Row(
                     "readings stored and evaluated",
                     result.readings_rate,
                     "readings/s",
-                    "raw COPY, rows/s",
+                    "raw COPY, same rows",
                     result.copy_rate,
                 ),
                 Row(
@@ -256,10 +268,13 @@ class Command(BaseCommand):
                 ),
                 Row(f"alert latency p50 ({len(result.latencies_ms)} probes)", p50, "ms", "goal p99 <", 2000),
                 Row("alert latency p99", p99, "ms", "goal p99 <", 2000),
-                Row("peak memory, largest ingest process", result.peak_mib.get("ingest", 0.0), "MiB"),
-                Row("peak memory, largest worker process", result.peak_mib.get("worker", 0.0), "MiB"),
+                Row("peak memory, ingest process (largest)", result.peak_mib.get("ingest", 0.0), "MiB"),
+                Row("peak memory, worker process (largest)", result.peak_mib.get("worker", 0.0), "MiB"),
             ],
         )
+        used = sorted(result.cpu_seconds.items(), key=lambda item: -item[1])
+        cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in used)
+        self.stdout.write(f"  the load took {result.seconds:.1f} s on {os.cpu_count()} cores; CPU seconds: {cpu}")
         for note in result.notes:
             self.stdout.write(f"  note: {note}")
 
