@@ -566,9 +566,7 @@ class _Watch:
         """Done when all is in the inbox and, two looks in a row, nothing is pending there, queued or running."""
         now = time.time()
         if self.inboxed_at is None:
-            if not (
-                published and self.arrived() >= expected and InboxMessage.objects.count() - self.counted >= expected
-            ):
+            if not (published and self.arrived() >= expected and self._counted() >= expected):
                 return False
             self.inboxed_at = now
         if InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists() or self.busy():
@@ -596,6 +594,7 @@ class _Watch:
         return f"{self.arrived():,} of {expected:,} messages in the inbox, {pending:,} pending; the queue is {queue}"
 
     def _counted(self) -> int:
+        """Exactly how many messages are in the inbox; a scan, so only once the top id says all are there."""
         return InboxMessage.objects.count() - self.counted
 
     @staticmethod

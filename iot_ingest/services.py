@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
@@ -203,9 +203,7 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
         for row, verified in checked:
             _settle(row, verified, accepted, batch)
             counts[row.outcome] += 1
-        InboxMessage.objects.bulk_update(
-            rows, ["outcome", "reason", "detail", "processed_at", "device", "seq", "attempts"], batch_size=500
-        )
+        _outcomes_save(rows)
         Reading.objects.bulk_create(batch.readings, batch_size=2000)
         for device_pk, seen in batch.seen.items():
             Device.objects.filter(pk=device_pk).filter(Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=seen)).update(
@@ -214,6 +212,24 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
         touched = sorted(batch.touched)
         transaction.on_commit(lambda: evaluation_request(touched))
     return dict(counts)
+
+
+def _outcomes_save(rows: list[InboxMessage]) -> None:
+    """Writes each row's outcome with one prepared UPDATE per row.
+
+    ``bulk_update`` builds a CASE expression per field and row in Python, which
+    cost half of all processing time; a plain parameterised statement does not.
+    """
+    table = connection.ops.quote_name(InboxMessage._meta.db_table)
+    sql = (
+        f"UPDATE {table} SET outcome = %s, reason = %s, detail = %s, processed_at = %s, "  # noqa: S608  (our table)
+        "device_id = %s, seq = %s WHERE id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            sql,
+            [(r.outcome, r.reason, r.detail, r.processed_at, r.device_id, r.seq, r.pk) for r in rows],
+        )
 
 
 @dataclass(frozen=True)
@@ -356,7 +372,9 @@ def evaluation_request(shipment_ids: Iterable[int]) -> None:
     from iot_ingest.tasks import evaluate_shipment
 
     for shipment_id in shipment_ids:
-        if cache.add(f"evaluate:{shipment_id}", 1, timeout=60):
+        # A short expiry bounds the cost of a per-process cache (several workers without
+        # CACHE_URL): a mark another process's task could not clear lapses within seconds.
+        if cache.add(f"evaluate:{shipment_id}", 1, timeout=2):
             try:
                 evaluate_shipment.delay(shipment_id)
             except Exception:  # the broker is down; beat evaluates every moving shipment anyway
