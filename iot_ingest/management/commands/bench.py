@@ -231,8 +231,7 @@ class Command(BaseCommand):
 
     def cold_chain(self, options: dict[str, Any]) -> None:
         """Readings end to end through Mosquitto, ingest processes, Redis and workers, beside the raw limits."""
-        # Imported here: the bench reaches every app, while traceability itself never imports iot_ingest.
-        from iot_ingest import bench  # noqa: PLC0415  (only this table needs the load generator)
+        from iot_ingest import bench
 
         title = "cold chain end to end (PostgreSQL, Redis, Mosquitto)"
         missing = bench.missing_service()
