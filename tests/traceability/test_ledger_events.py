@@ -14,7 +14,7 @@ from ledger import services as ledger
 from ledger.models import Entry, PendingEvent
 from tests.conftest import Persona
 from traceability import selectors, services
-from traceability.models import SerialNumber
+from traceability.models import Batch, SerialNumber, Shipment
 
 pytestmark = pytest.mark.django_db
 
@@ -32,9 +32,8 @@ def party(persona: Persona) -> str:
     return selectors.ledger_party(persona.organisation.pk)
 
 
-def test_a_shipment_life_is_recorded_step_by_step(
-    manufacturer: Persona, carrier: Persona, carrier2: Persona, pharmacy: Persona, competitor: Persona
-) -> None:
+def dispatched(manufacturer: Persona, carrier: Persona, pharmacy: Persona) -> tuple[Batch, Shipment]:
+    """A registered product and batch (ten serials), and 40 units of it on the road to the pharmacy."""
     product = services.product_register(
         actor=manufacturer.user, gtin="09506000134352", name="Vax", dosage_form="injection", storage_profile="2-8C"
     )
@@ -56,7 +55,13 @@ def test_a_shipment_life_is_recorded_step_by_step(
         destination=pharmacy.site,
         items=[services.ItemSpec(batch=batch, quantity=40)],
     )
-    services.shipment_dispatch(actor=manufacturer.user, shipment=shipment)
+    return batch, services.shipment_dispatch(actor=manufacturer.user, shipment=shipment)
+
+
+def test_a_shipment_life_is_recorded_step_by_step(
+    manufacturer: Persona, carrier: Persona, carrier2: Persona, pharmacy: Persona, competitor: Persona
+) -> None:
+    batch, shipment = dispatched(manufacturer, carrier, pharmacy)
     services.custody_transfer(actor=carrier.user, shipment=shipment, to_organisation=carrier2.organisation)
     services.shipment_receive(actor=pharmacy.user, shipment=shipment, accept=True)
 
@@ -97,27 +102,7 @@ def test_a_refused_step_leaves_no_event_behind(manufacturer: Persona, carrier: P
 def test_a_carrier_that_takes_over_on_the_way_reads_the_shipment_whole_history(
     manufacturer: Persona, carrier: Persona, carrier2: Persona, pharmacy: Persona, competitor: Persona
 ) -> None:
-    product = services.product_register(
-        actor=manufacturer.user, gtin="09506000134352", name="Vax", dosage_form="injection", storage_profile="2-8C"
-    )
-    today = datetime.date.today()
-    batch = services.batch_register(
-        actor=manufacturer.user,
-        product=product,
-        lot="L1",
-        manufactured_on=today,
-        expires_on=today + datetime.timedelta(days=300),
-        quantity=100,
-    )
-    shipment = services.shipment_create(
-        actor=manufacturer.user,
-        carrier=carrier.organisation,
-        consignee=pharmacy.organisation,
-        origin=manufacturer.site,
-        destination=pharmacy.site,
-        items=[services.ItemSpec(batch=batch, quantity=40)],
-    )
-    services.shipment_dispatch(actor=manufacturer.user, shipment=shipment)
+    _, shipment = dispatched(manufacturer, carrier, pharmacy)
     ledger.entries_sequence()
     created = Entry.objects.get(type="shipment.created").seq
     assert carrier2.client().get(f"/api/v1/ledger/entries/{created}").status_code == 404

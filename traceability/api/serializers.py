@@ -200,26 +200,8 @@ class ShipmentOut(ShipmentSummaryOut):
     contract = ContractOut()
     custody = CustodyEventOut(many=True, source="custody_events")
 
-    class Meta:
-        model = Shipment
-        fields = [
-            "id",
-            "reference",
-            "status",
-            "shipper",
-            "carrier",
-            "consignee",
-            "custodian",
-            "origin",
-            "destination",
-            "items",
-            "contract",
-            "custody",
-            "created_at",
-            "dispatched_at",
-            "closed_at",
-            "rejection_reason",
-        ]
+    class Meta(ShipmentSummaryOut.Meta):
+        fields = [*ShipmentSummaryOut.Meta.fields, "contract", "custody"]
 
 
 class ExcursionOut(serializers.ModelSerializer[Excursion]):

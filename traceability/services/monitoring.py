@@ -92,14 +92,13 @@ def _gaps_closed(shipment: Shipment, gaps: set[datetime.datetime]) -> None:
         alert.status, alert.resolved_at = Alert.Status.RESOLVED, timezone.now()
         alert.resolution = "The readings of the gap arrived late: the logger had buffered them."
         alert.save(update_fields=["status", "resolved_at", "resolution"])
-        _shipment_record(
-            "alert.resolved",
-            shipment,
-            alert=alert.key,
-            triggered_at=_when(alert.triggered_at),
-            by=None,
-            comment=alert.resolution,
-        )
+        _alert_record("alert.resolved", alert, by=None, comment=alert.resolution)
+
+
+def _alert_record(event_type: str, alert: Alert, *, by: str | None, comment: str) -> None:
+    _shipment_record(
+        event_type, alert.shipment, alert=alert.key, triggered_at=_when(alert.triggered_at), by=by, comment=comment
+    )
 
 
 def _fires_once(shipment: Shipment) -> set[str]:
@@ -152,14 +151,7 @@ def alert_acknowledge(*, actor: User, alert: Alert, comment: str = "") -> Alert:
     alert.acknowledged_at = timezone.now()
     alert.acknowledgement = comment.strip()
     alert.save(update_fields=["status", "acknowledged_by", "acknowledged_at", "acknowledgement"])
-    _shipment_record(
-        "alert.acknowledged",
-        alert.shipment,
-        alert=alert.key,
-        triggered_at=_when(alert.triggered_at),
-        by=actor.get_username(),
-        comment=alert.acknowledgement,
-    )
+    _alert_record("alert.acknowledged", alert, by=actor.get_username(), comment=alert.acknowledgement)
     return alert
 
 
@@ -177,14 +169,7 @@ def alert_resolve(*, actor: User, alert: Alert, comment: str) -> Alert:
     alert.resolved_at = timezone.now()
     alert.resolution = comment.strip()
     alert.save(update_fields=["status", "resolved_by", "resolved_at", "resolution"])
-    _shipment_record(
-        "alert.resolved",
-        alert.shipment,
-        alert=alert.key,
-        triggered_at=_when(alert.triggered_at),
-        by=actor.get_username(),
-        comment=alert.resolution,
-    )
+    _alert_record("alert.resolved", alert, by=actor.get_username(), comment=alert.resolution)
     return alert
 
 
