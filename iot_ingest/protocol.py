@@ -321,6 +321,9 @@ def _record(record: Any, index: int) -> dict[str, Any]:
 # SenML resolution (RFC 8428 section 4.6) ----------------------------------------------------------
 
 
+_BASE_FIELDS = frozenset({"bn", "bt", "bu", "bv"})
+
+
 @dataclass(frozen=True)
 class _Base:
     """The base fields in force at a record: they carry forward until a later record changes them."""
@@ -331,6 +334,8 @@ class _Base:
     value: float | None = None
 
     def updated(self, record: dict[str, Any], index: int) -> _Base:
+        if record.keys().isdisjoint(_BASE_FIELDS):
+            return self
         return dataclasses.replace(
             self,
             name=record.get("bn", self.name),

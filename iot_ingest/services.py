@@ -8,19 +8,24 @@ unique index) and every effect of a message commits with its outcome.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
+import io
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import psycopg2.extras
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 Outcome = InboxMessage.Outcome
 
 TASK_CHUNK = 200  # inbox rows per processing task
+CALM_SECONDS = 5  # how long the evaluation of calm readings may wait (coldchain.calm), to take more at once
 MAX_ATTEMPTS = 5  # then the row is a dead letter, shown to staff
 KINDS = {protocol.TEMPERATURE: Reading.Kind.TEMPERATURE, protocol.HUMIDITY: Reading.Kind.HUMIDITY}
 
@@ -170,12 +176,18 @@ def inbox_failed(ids: Sequence[int], error: BaseException) -> None:
 # Processing ------------------------------------------------------------------
 
 
+_Ride = tuple[datetime.datetime, datetime.datetime | None, int]  # starts_at, ends_at, shipment pk
+READING_COLUMNS = ("device_id", "shipment_id", "message_id", "index", "kind", "value", "measured_at", "received_at")
+
+
 @dataclass
 class _Batch:
     """What processing one batch produces, written in bulk at the end."""
 
-    readings: list[Reading]
-    touched: set[int]  # shipments whose contract must be evaluated again
+    now: datetime.datetime
+    rides: dict[int, list[_Ride]]  # device pk -> its assignments
+    readings: list[tuple[Any, ...]]  # rows of READING_COLUMNS
+    touched: dict[int, list[float]]  # shipment -> its new temperatures
     seen: dict[int, datetime.datetime]  # device pk -> newest receipt
 
 
@@ -195,41 +207,86 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
         )
         if not rows:
             return {}
-        batch = _Batch(readings=[], touched=set(), seen={})
         envelopes = [(row, _parse(row)) for row in rows]
         devices = _devices({e.device_id for _, e in envelopes if isinstance(e, protocol.Envelope)})
+        rides = _rides({device.pk for device in devices.values()})
+        batch = _Batch(now=timezone.now(), rides=rides, readings=[], touched={}, seen={})
         checked = [(row, _authenticate(row, envelope, devices)) for row, envelope in envelopes]
         accepted = _accepted_before([c for _, c in checked if isinstance(c, _Verified)])
         for row, verified in checked:
             _settle(row, verified, accepted, batch)
             counts[row.outcome] += 1
         _outcomes_save(rows)
-        Reading.objects.bulk_create(batch.readings, batch_size=2000)
-        for device_pk, seen in batch.seen.items():
-            Device.objects.filter(pk=device_pk).filter(Q(last_seen_at__isnull=True) | Q(last_seen_at__lt=seen)).update(
-                last_seen_at=seen
-            )
-        touched = sorted(batch.touched)
-        transaction.on_commit(lambda: evaluation_request(touched))
+        _readings_insert(batch.readings)
+        _last_seen_save(batch.seen)
+        urgent = urgent_shipments(batch.touched)
+        transaction.on_commit(lambda: evaluation_request(batch.touched, urgent=urgent))
     return dict(counts)
 
 
 def _outcomes_save(rows: list[InboxMessage]) -> None:
-    """Writes each row's outcome with one prepared UPDATE per row.
-
-    ``bulk_update`` builds a CASE expression per field and row in Python, which
-    cost half of all processing time; a plain parameterised statement does not.
-    """
-    table = connection.ops.quote_name(InboxMessage._meta.db_table)
-    sql = (
-        f"UPDATE {table} SET outcome = %s, reason = %s, detail = %s, processed_at = %s, "  # noqa: S608  (our table)
-        "device_id = %s, seq = %s WHERE id = %s"
+    """Writes every row's outcome at once (``bulk_update`` builds a CASE per field and row: slow)."""
+    _update_from_values(
+        InboxMessage,
+        ["outcome", "reason", "detail", "processed_at", "device_id", "seq"],
+        [(r.pk, r.outcome, r.reason, r.detail, r.processed_at, r.device_id, r.seq) for r in rows],
     )
+
+
+def _last_seen_save(seen: dict[int, datetime.datetime]) -> None:
+    """Moves each device's last-seen time forward (never back: batches commit in any order)."""
+    _update_from_values(Device, ["last_seen_at"], sorted(seen.items()), only_forward="last_seen_at")
+
+
+def _update_from_values(
+    model: type[models.Model], columns: list[str], rows: Sequence[tuple[Any, ...]], *, only_forward: str = ""
+) -> None:
+    """Sets ``columns`` of many rows: each row is the pk, then the columns' values.
+
+    On PostgreSQL one ``UPDATE ... FROM (VALUES ...)`` statement; elsewhere one
+    prepared statement per row. ``only_forward`` names a column that may only
+    grow (a row whose stored value is newer keeps it).
+    """
+    if not rows:
+        return
+    table = connection.ops.quote_name(model._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.executemany(
-            sql,
-            [(r.outcome, r.reason, r.detail, r.processed_at, r.device_id, r.seq, r.pk) for r in rows],
-        )
+        if connection.vendor == "postgresql":
+            fields = {field.attname: field for field in model._meta.concrete_fields}
+            casts = ["bigint", *(fields[column].cast_db_type(connection) for column in columns)]
+            sql = (
+                f"UPDATE {table} SET {', '.join(f'{c} = v.{c}' for c in columns)} "  # noqa: S608  (our table)
+                f"FROM (VALUES %s) AS v (id, {', '.join(columns)}) WHERE {table}.id = v.id"
+            )
+            if only_forward:
+                sql += f" AND ({table}.{only_forward} IS NULL OR {table}.{only_forward} < v.{only_forward})"
+            template = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+            psycopg2.extras.execute_values(cursor.cursor, sql, rows, template=template, page_size=1000)
+        else:
+            sql = f"UPDATE {table} SET {', '.join(f'{c} = %s' for c in columns)} WHERE id = %s"  # noqa: S608
+            params = [(*row[1:], row[0]) for row in rows]
+            if only_forward:
+                sql += f" AND ({only_forward} IS NULL OR {only_forward} < %s)"
+                position = 1 + columns.index(only_forward)
+                params = [(*row[1:], row[0], row[position]) for row in rows]
+            cursor.executemany(sql, params)
+
+
+def _readings_insert(rows: list[tuple[Any, ...]]) -> None:
+    """Stores readings with PostgreSQL's COPY (model instances and INSERTs cost more than all the rest)."""
+    if not rows:
+        return
+    table = connection.ops.quote_name(Reading._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(column) for column in READING_COLUMNS)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            text = io.StringIO()
+            csv.writer(text).writerows(rows)  # None is written as an empty field: NULL
+            text.seek(0)
+            cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", text)
+        else:
+            marks = ", ".join(["%s"] * len(READING_COLUMNS))
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -302,7 +359,7 @@ def _settle(
     batch: _Batch,
 ) -> None:
     """Decides one message's outcome: duplicate, replay, or its readings' checks; collects its readings."""
-    row.processed_at = timezone.now()
+    row.processed_at = batch.now
     try:
         if isinstance(checked, protocol.Rejected):
             raise checked
@@ -320,39 +377,31 @@ def _settle(
     row.outcome, row.reason, row.detail = Outcome.ACCEPTED, "", ""
     accepted[(device.pk, payload.seq)] = _digest(bytes(row.raw))
     batch.seen[device.pk] = max(batch.seen.get(device.pk, row.received_at), row.received_at)
-    rides = _rides(device)
+    rides = batch.rides.get(device.pk, [])
     for reading in readings:
         kind = KINDS.get(reading.unit)
         if kind is None:
             continue
         shipment_id = _shipment_at(rides, reading.at)
         if shipment_id is not None and kind == Reading.Kind.TEMPERATURE:
-            batch.touched.add(shipment_id)
+            batch.touched.setdefault(shipment_id, []).append(reading.value)
         batch.readings.append(
-            Reading(
-                device=device,
-                shipment_id=shipment_id,
-                message=row,
-                index=reading.index,
-                kind=kind,
-                value=reading.value,
-                measured_at=reading.at,
-                received_at=row.received_at,
-            )
+            (device.pk, shipment_id, row.pk, reading.index, kind, reading.value, reading.at, row.received_at)
         )
 
 
-def _rides(device: Device) -> list[tuple[datetime.datetime, datetime.datetime | None, int]]:
-    cached: list[tuple[datetime.datetime, datetime.datetime | None, int]] | None = getattr(device, "_rides", None)
-    if cached is None:
-        cached = list(device.assignments.values_list("starts_at", "ends_at", "shipment_id"))
-        device._rides = cached  # type: ignore[attr-defined]
-    return cached
+def _rides(device_pks: set[int]) -> dict[int, list[_Ride]]:
+    """Each device's assignments to shipments."""
+    rides: dict[int, list[_Ride]] = defaultdict(list)
+    assignments = DeviceAssignment.objects.filter(device__in=device_pks)
+    for device_pk, starts_at, ends_at, shipment_pk in assignments.values_list(
+        "device_id", "starts_at", "ends_at", "shipment_id"
+    ):
+        rides[device_pk].append((starts_at, ends_at, shipment_pk))
+    return rides
 
 
-def _shipment_at(
-    rides: list[tuple[datetime.datetime, datetime.datetime | None, int]], at: datetime.datetime
-) -> int | None:
+def _shipment_at(rides: list[_Ride], at: datetime.datetime) -> int | None:
     """The shipment the logger rode with at that moment (device time), if any."""
     for starts_at, ends_at, shipment_id in rides:
         if starts_at <= at and (ends_at is None or at < ends_at):
@@ -363,28 +412,62 @@ def _shipment_at(
 # Evaluation ------------------------------------------------------------------
 
 
-def evaluation_request(shipment_ids: Iterable[int]) -> None:
-    """Queues an evaluation per shipment, unless one is queued and has not started yet.
+def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
+    """Queues the evaluation of shipments whose readings changed: ``urgent`` ones at once, the others
+    within ``CALM_SECONDS``, one evaluation for all the readings that arrive meanwhile.
 
-    The task clears the mark before it reads the readings, so readings that
-    commit after it started get an evaluation of their own.
+    A shipment already queued (and not yet started) is not queued again. The
+    task clears the marks before it reads the readings, so readings that commit
+    after it started get an evaluation of their own.
     """
-    from iot_ingest.tasks import evaluate_shipment
+    urgent = set(urgent)
+    _evaluation_queue(sorted(urgent), mark="evaluate-now", delay=0)
+    _evaluation_queue(sorted(set(shipment_ids) - urgent), mark="evaluate", delay=CALM_SECONDS)
 
-    for shipment_id in shipment_ids:
-        # A short expiry bounds the cost of a per-process cache (several workers without
-        # CACHE_URL): a mark another process's task could not clear lapses within seconds.
-        if cache.add(f"evaluate:{shipment_id}", 1, timeout=2):
-            try:
-                evaluate_shipment.delay(shipment_id)
-            except Exception:  # the broker is down; beat evaluates every moving shipment anyway
-                cache.delete(f"evaluate:{shipment_id}")
-                logger.warning("could not queue the evaluation of shipment %s", shipment_id, exc_info=True)
+
+def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None:
+    from iot_ingest.tasks import evaluate_shipments
+
+    # A short expiry bounds the cost of a per-process cache (several workers without
+    # CACHE_URL): a mark another process's task could not clear lapses within seconds.
+    due = [pk for pk in shipment_ids if cache.add(f"{mark}:{pk}", 1, timeout=delay + 2)]
+    if not due:
+        return
+    try:
+        evaluate_shipments.apply_async((due,), countdown=delay or None)
+    except Exception:  # the broker is down; beat evaluates every moving shipment anyway
+        cache.delete_many([f"{mark}:{pk}" for pk in due])
+        logger.warning("could not queue the evaluation of shipments %s", due, exc_info=True)
+
+
+def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
+    """The shipments with a new temperature that is not calm under their contract (``coldchain.calm``)."""
+    contracts = _contracts(set(temperatures))
+    return {pk for pk, values in temperatures.items() if not all(coldchain.calm(contracts[pk], v) for v in values)}
+
+
+_contract_cache: dict[int, tuple[float, coldchain.Contract]] = {}  # shipment pk -> (good until, contract)
+CONTRACT_CACHE_SECONDS = 60.0
+
+
+def _contracts(shipment_pks: set[int]) -> dict[int, coldchain.Contract]:
+    """The shipments' contracts, kept by the process for a minute (they are fixed when the shipment is planned)."""
+    now = time.monotonic()
+    fresh = {pk: entry[1] for pk in shipment_pks if (entry := _contract_cache.get(pk)) and now < entry[0]}
+    missing = shipment_pks - fresh.keys()
+    if missing:
+        if len(_contract_cache) > 10_000:
+            _contract_cache.clear()
+        shipments = Shipment.objects.filter(pk__in=missing).select_related("contract")
+        for shipment in shipments.prefetch_related("contract__rules"):
+            fresh[shipment.pk] = shipment.contract.as_rules()
+            _contract_cache[shipment.pk] = (now + CONTRACT_CACHE_SECONDS, fresh[shipment.pk])
+    return fresh
 
 
 def shipment_evaluate(shipment_id: int) -> list[Alert]:
     """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts."""
-    cache.delete(f"evaluate:{shipment_id}")
+    cache.delete_many([f"evaluate-now:{shipment_id}", f"evaluate:{shipment_id}"])
     shipment = Shipment.objects.select_related("contract").get(pk=shipment_id)
     if shipment.dispatched_at is None:
         return []

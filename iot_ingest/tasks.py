@@ -19,9 +19,9 @@ def process_messages(self, ids: list[int]) -> dict[str, int]:  # type: ignore[no
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
-def evaluate_shipment(shipment_id: int) -> int:
-    """Evaluates a shipment's contract; returns how many alerts it raised."""
-    return len(services.shipment_evaluate(shipment_id))
+def evaluate_shipments(shipment_ids: list[int]) -> int:
+    """Evaluates the shipments' contracts; returns how many alerts they raised."""
+    return sum(len(services.shipment_evaluate(shipment_id)) for shipment_id in shipment_ids)
 
 
 @shared_task(ignore_result=True)

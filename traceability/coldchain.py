@@ -271,7 +271,7 @@ def evaluate(
     _require_aware(armed_from, "armed_from")
     if until is not None:
         _require_aware(until, "until")
-    readings = sorted({s for s in samples if s.at >= armed_from})
+    readings = sorted({s for s in samples if s.at >= armed_from}, key=_sample_order)
     times = [_micros(s.at) for s in readings]
     values = [s.celsius for s in readings]
     holds = _holds(times, contract.max_gap_seconds * _MICROS)
@@ -289,6 +289,20 @@ def evaluate(
         freeze_thaw_cycles=cycles,
         last_reading_at=readings[-1].at if readings else None,
     )
+
+
+def calm(contract: Contract, celsius: float) -> bool:
+    """Whether a new reading at this value can wait a few seconds for a routine evaluation.
+
+    A calm value is strictly inside the contract's range and in no rule's band:
+    it starts no excursion of its own and fires no rule after its own time.
+    What it can still change is slow or already under way: it ends an excursion,
+    completes the duration of the reading before it, fills or ends a data gap,
+    moves the rolling MKT, or thaws a frozen load.
+    """
+    if not contract.min_celsius < celsius < contract.max_celsius:
+        return False
+    return not any(_in_band(rule.band, rule.threshold_celsius, celsius) for rule in contract.rules)
 
 
 def mkt(samples: Sequence[Sample], *, max_hold_seconds: int | None = None) -> float:
@@ -321,8 +335,15 @@ def _require_aware(at: datetime.datetime, what: str) -> None:
         raise ValueError(f"{what} ({at.isoformat()}) has no time zone; give it in UTC")
 
 
+def _sample_order(sample: Sample) -> tuple[datetime.datetime, float]:
+    return sample.at, sample.celsius  # Sample's own order, compared in C rather than by its generated __lt__
+
+
+_ONE_MICROSECOND = datetime.timedelta(microseconds=1)
+
+
 def _micros(at: datetime.datetime) -> int:
-    return (at - _EPOCH) // datetime.timedelta(microseconds=1)
+    return (at - _EPOCH) // _ONE_MICROSECOND
 
 
 def _moment(micros: int) -> datetime.datetime:
@@ -350,8 +371,9 @@ def _fire(rule: Rule, times: list[int], values: list[float], holds: list[int]) -
     fired: list[tuple[int, Trigger]] = []
     in_band_for = 0  # this continuous period (single) or in total (cumulative)
     may_fire = True
+    band, threshold = rule.band, rule.threshold_celsius
     for index, (at, value, hold) in enumerate(zip(times, values, holds, strict=True)):
-        if not _in_band(rule.band, rule.threshold_celsius, value):
+        if not _in_band(band, threshold, value):
             if single:
                 in_band_for, may_fire = 0, True
             continue

@@ -249,3 +249,19 @@ def _dispatched_shipment(manufacturer: Persona, carrier: Persona, pharmacy: Pers
         items=[traceability.ItemSpec(batch=batch, quantity=10)],
     )
     return traceability.shipment_dispatch(actor=manufacturer.user, shipment=shipment, occurred_at=left)
+
+
+def test_last_seen_moves_forward_only(logger: Device) -> None:
+    receive(VECTOR)
+    receive(
+        signed(43, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(-30)}]),
+        at=VECTOR_RECEIVED - datetime.timedelta(minutes=20),
+    )
+    logger.refresh_from_db()
+    assert logger.last_seen_at == VECTOR_RECEIVED
+    receive(
+        signed(44, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(1)}]),
+        at=VECTOR_RECEIVED + datetime.timedelta(minutes=2),
+    )
+    logger.refresh_from_db()
+    assert logger.last_seen_at == VECTOR_RECEIVED + datetime.timedelta(minutes=2)

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 
-from iot_ingest import protocol, services
+from iot_ingest import protocol, services, tasks
 from iot_ingest.models import Device
 from ledger import services as ledger
 from ledger.models import Entry, PendingEvent
@@ -281,3 +281,31 @@ def _records(logger: Logger, temperatures: list[float]) -> list[dict[str, Any]]:
         {"n": "temp", "u": "Cel", "t": (logger.start + 5 * MINUTE * i).timestamp(), "v": value}
         for i, value in enumerate(temperatures)
     ]
+
+
+def test_a_reading_out_of_range_is_evaluated_at_once_and_calm_ones_together_within_seconds(
+    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+
+    queued: list[tuple[list[int], int | None]] = []
+    monkeypatch.setattr(
+        tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: queued.append((args[0], countdown))
+    )
+    logger = Logger(manufacturer, shipment)
+
+    def receive(temperatures: list[float]) -> None:
+        rows = services.inbox_receive(
+            [services.RawMessage(r, "mqtt") for r in logger.messages(temperatures)], enqueue=False
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            services.messages_process([row.pk for row in rows])
+
+    receive([5.0, 5.5])
+    receive([6.0])  # already queued: taken by the same evaluation
+    assert queued == [([shipment.pk], services.CALM_SECONDS)]
+    receive([5.0, 9.0])
+    assert queued[1:] == [([shipment.pk], None)]
+
+    services.shipment_evaluate(shipment.pk)  # the evaluation starts: readings after it need another
+    receive([5.0])
+    assert queued[2:] == [([shipment.pk], services.CALM_SECONDS)]

@@ -12,7 +12,7 @@ import math
 from itertools import pairwise
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from traceability.coldchain import (
@@ -26,6 +26,7 @@ from traceability.coldchain import (
     Severity,
     StorageProfile,
     Trigger,
+    calm,
     default_contract,
     evaluate,
     merge_profiles,
@@ -719,3 +720,30 @@ def test_thirty_days_of_five_minute_readings_roll_the_mkt_window_over_all_of_the
     last_day = [sample for sample in month if sample.at > month[-1].at - datetime.timedelta(hours=24)]
     assert evaluation.mkt_celsius is not None
     assert abs(evaluation.mkt_celsius - mkt(last_day)) < 0.05
+
+
+def test_calm_values_are_strictly_inside_the_range_and_in_no_rules_band() -> None:
+    assert [c for c in (-1.0, -0.5, 0.0, 1.9, 2.0, 2.01, 5.0, 7.99, 8.0, 9.0, 25.0) if calm(BUSY, c)] == [
+        2.01,
+        5.0,
+        7.99,
+    ]
+    frozen = default_contract(StorageProfile.FROZEN, stability_budget_minutes=0, freeze_sensitive=False)
+    assert calm(frozen, -20.0)
+    assert not calm(frozen, -10.0)
+
+
+@PROPERTY
+@given(trip=TRIP, celsius=st.floats(min_value=2.0, max_value=8.0), later=st.integers(min_value=1, max_value=HOUR))
+def test_a_calm_reading_starts_no_excursion_and_fires_no_rule_at_its_own_time(
+    trip: list[Sample], celsius: float, later: int
+) -> None:
+    # what lets its evaluation wait a few seconds (iot_ingest.services.evaluation_request)
+    assume(calm(BUSY, celsius))
+    reading = Sample(max((s.at for s in trip), default=T0) + datetime.timedelta(seconds=later), celsius)
+    before = evaluate(BUSY, trip, armed_from=ARMED_FROM)
+    after = evaluate(BUSY, [*trip, reading], armed_from=ARMED_FROM)
+
+    assert all(e.started_at < reading.at for e in after.excursions)
+    new = set(after.triggers) - set(before.triggers)
+    assert all(t.at <= reading.at for t in new if t.key.startswith("rule:"))
