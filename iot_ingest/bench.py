@@ -60,7 +60,8 @@ WINDOW = 100  # QoS 1 messages a publisher keeps in flight, awaiting their PUBAC
 # Published but not yet in the inbox, at most: Mosquitto queues 1000 messages per
 # subscriber by default (max_queued_messages) and silently drops QoS 1 messages beyond.
 AHEAD = 1000
-PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the load ...
+PACED_SHARE = 0.8  # of the end-to-end rate, the pace at which alert latency is measured: a load that is kept up with
+PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the paced load ...
 PROBES = 300  # ... for at most a minute
 PROBE_CELSIUS = 26.0  # at or above a refrigerated contract's hard ceiling (25 °C): critical at once
 PROBE_ALERT = "rule:hard ceiling"
@@ -90,7 +91,8 @@ class Result:
     seconds: float  # from the first publish until every reading is stored and evaluated
     readings_rate: float
     inbox_rate: float  # messages/s from the first publish until all are in the inbox
-    latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed
+    latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed, at paced_rate
+    paced_rate: float = 0.0  # messages/s
     peak_mib: dict[str, float] = field(default_factory=dict)  # role -> largest VmHWM
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time during the load
     copy_rate: float = 0.0
@@ -119,13 +121,15 @@ def missing_service() -> str | None:
 
 def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> Result:
     """Publishes ``readings`` (10 a message; ``rate`` messages/s, 0: as fast as the inbox takes them) through
-    ingest and worker processes; times them and probes the alert latency meanwhile.
+    ingest and worker processes and times them; then half as many again at PACED_SHARE of the rate they
+    achieved, probing the alert latency meanwhile.
 
     Creates loggers and shipments in the current (throwaway) database, starts
     the processes on it, and stops them (their process groups) before returning.
     """
-    count = max(readings // PER_MESSAGE, LOGGERS)
-    per_logger = -(-count // LOGGERS) * PER_MESSAGE
+    count = max(readings // PER_MESSAGE // LOGGERS, 2) * LOGGERS
+    paced = count // 2
+    per_logger = (count + paced) // LOGGERS * PER_MESSAGE
     arming = datetime.timedelta(seconds=coldchain.DEFAULT_ARMING_SECONDS + 60)
     now = timezone.now()
     # Each logger's readings one second apart, from a minute after arming until a minute ago.
@@ -135,11 +139,18 @@ def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> 
     probe_pairs = fleet_create(PROBES, name="bench-probe", dispatched_at=now - arming)
     ledger.entries_sequence()  # the setup's ledger entries, so that the workers start with none pending
     with Stack(ingest=ingest, workers=workers, pool=pool, topic_filter=f"{prefix}/+/readings") as stack:
-        load = load_sign(fleet, count, first_at=int((dispatched + arming).timestamp()), prefix=prefix)
+        # Each logger's messages in seq order, round robin: the second part carries on where the first ends.
+        messages = load_sign(fleet, count + paced, first_at=int((dispatched + arming).timestamp()), prefix=prefix)
+        load = messages[:count]
         probes = [(pair.shipment_id, probe_sign(pair, prefix=prefix)) for pair in probe_pairs]
         stack.ready()
-        result = _drive(stack, load, probes, rate=rate)
+        result = _drive(stack, load, [], rate=rate)
+        result.paced_rate = result.readings_rate / PER_MESSAGE * PACED_SHARE
+        steady = _drive(stack, messages[count:], probes, rate=result.paced_rate)
+        result.latencies_ms = steady.latencies_ms
+        result.notes += steady.notes
         result.peak_mib = stack.peak_mib()
+    result.notes += _shortfalls(len(messages) * PER_MESSAGE, probe_pairs)
     result.paho_rate, received = paho_rate(load)
     if received < len(load):
         result.notes.append(f"raw paho: {len(load) - received:,} of {len(load):,} messages never arrived")
@@ -502,7 +513,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         latencies_ms=probes.latencies_ms(),
         cpu_seconds=cpu.used(),
     )
-    result.notes += _shortfalls(len(load) * PER_MESSAGE, probes)
+    result.notes += _missed(probes)
     return result
 
 
@@ -603,19 +614,25 @@ class _Watch:
         return top or 0
 
 
-def _shortfalls(readings: int, probes: _Probes) -> list[str]:
-    """What did not go as sent: readings missing, messages not accepted, probes without an alert."""
+def _shortfalls(readings: int, probes: Sequence[Pair]) -> list[str]:
+    """What did not go as sent: load readings missing, messages not accepted."""
     notes = []
-    stored = Reading.objects.exclude(shipment_id__in=probes.shipments).count()
+    stored = Reading.objects.exclude(shipment_id__in=[pair.shipment_id for pair in probes]).count()
     if stored != readings:
         notes.append(f"{stored:,} of {readings:,} load readings stored")
     outcomes = dict(InboxMessage.objects.values_list("outcome").annotate(n=Count("id")).values_list("outcome", "n"))
     if set(outcomes) != {InboxMessage.Outcome.ACCEPTED}:
         notes.append(f"inbox outcomes: {outcomes}")
+    return notes
+
+
+def _missed(probes: _Probes) -> list[str]:
+    """Probes without an alert, or too few of them to span the load."""
+    notes = []
     missing = len(probes.published) - len(probes.alerted)
     if missing:
         notes.append(f"{missing} of {len(probes.published)} probes had no alert 10 s after the load")
-    if len(probes.published) == len(probes.probes):
+    if probes.probes and len(probes.published) == len(probes.probes):
         notes.append(f"the {len(probes.probes)} probes ran out before the load ended")
     return notes
 
