@@ -22,9 +22,13 @@ class ImageFormat:
 
 
 class Serial(ImageFormat):
-    """A GS1 serial (AI 21): CSET 82 without '/', at most 20 characters; anything else is a 404."""
+    """A GS1 serial (AI 21): CSET 82, at most 20 characters; anything else is a 404.
 
-    regex = "[-!\"%&'()*+,.0-9:;<=>?A-Z_a-z]{1,20}"
+    A '/' arrives decoded (``%2F`` is ``/`` by the time URLs are matched): the
+    routes put a fixed suffix after the serial, so it is still unambiguous.
+    """
+
+    regex = "[-!\"%&'()*+,./0-9:;<=>?A-Z_a-z]{1,20}"
 
 
 register_converter(ImageFormat, "image")
