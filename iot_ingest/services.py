@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import io
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,24 +22,21 @@ import psycopg2.extras
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.contrib.auth.models import User
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, models, transaction
-from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from iot_ingest import protocol
+from iot_ingest import evaluation, protocol
 from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading, ReadingCommit
 from ledger import merkle
-from traceability import coldchain, selectors
+from traceability import selectors
 from traceability import services as traceability
-from traceability.models import Alert, Organisation, Shipment
+from traceability.models import Organisation, Shipment
 
 logger = logging.getLogger(__name__)
 Outcome = InboxMessage.Outcome
 
 TASK_CHUNK = 200  # inbox rows per processing task
-CALM_SECONDS = 5  # how long the evaluation of calm readings may wait (coldchain.calm), to take more at once
 MAX_ATTEMPTS = 5  # then the row is a dead letter, shown to staff
 KINDS = {protocol.TEMPERATURE: Reading.Kind.TEMPERATURE, protocol.HUMIDITY: Reading.Kind.HUMIDITY}
 
@@ -219,8 +215,8 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
         _outcomes_save(rows)
         _readings_insert(batch.readings)
         _last_seen_save(batch.seen)
-        urgent = urgent_shipments(batch.touched)
-        transaction.on_commit(lambda: evaluation_request(batch.touched, urgent=urgent))
+        urgent = evaluation.urgent_shipments(batch.touched)
+        transaction.on_commit(lambda: evaluation.evaluation_request(batch.touched, urgent=urgent))
     return dict(counts)
 
 
@@ -264,11 +260,11 @@ def _update_from_values(
             psycopg2.extras.execute_values(cursor.cursor, sql, rows, template=template, page_size=1000)
         else:
             sql = f"UPDATE {table} SET {', '.join(f'{c} = %s' for c in columns)} WHERE id = %s"  # noqa: S608
-            params = [(*row[1:], row[0]) for row in rows]
+            params = [(*row[1:], row[0]) for row in _adapted(rows)]
             if only_forward:
                 sql += f" AND ({only_forward} IS NULL OR {only_forward} < %s)"
                 position = 1 + columns.index(only_forward)
-                params = [(*row[1:], row[0], row[position]) for row in rows]
+                params = [(*row[1:], row[0], row[position]) for row in _adapted(rows)]
             cursor.executemany(sql, params)
 
 
@@ -286,7 +282,13 @@ def _readings_insert(rows: list[tuple[Any, ...]]) -> None:
             cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", text)
         else:
             marks = ", ".join(["%s"] * len(READING_COLUMNS))
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", _adapted(rows))  # noqa: S608
+
+
+def _adapted(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Times as the database backend stores them (SQLite: naive UTC text, which is what it compares)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    return [tuple(adapt(v) if isinstance(v, datetime.datetime) else v for v in row) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -407,108 +409,6 @@ def _shipment_at(rides: list[_Ride], at: datetime.datetime) -> int | None:
         if starts_at <= at and (ends_at is None or at < ends_at):
             return shipment_id
     return None
-
-
-# Evaluation ------------------------------------------------------------------
-
-
-def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
-    """Queues the evaluation of shipments whose readings changed: ``urgent`` ones at once, the others
-    within ``CALM_SECONDS``, one evaluation for all the readings that arrive meanwhile.
-
-    A shipment already queued (and not yet started) is not queued again. The
-    task clears the marks before it reads the readings, so readings that commit
-    after it started get an evaluation of their own.
-    """
-    urgent = set(urgent)
-    _evaluation_queue(sorted(urgent), mark="evaluate-now", delay=0)
-    _evaluation_queue(sorted(set(shipment_ids) - urgent), mark="evaluate", delay=CALM_SECONDS)
-
-
-def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None:
-    from iot_ingest.tasks import evaluate_shipments
-
-    # A short expiry bounds the cost of a per-process cache (several workers without
-    # CACHE_URL): a mark another process's task could not clear lapses within seconds.
-    due = [pk for pk in shipment_ids if cache.add(f"{mark}:{pk}", 1, timeout=delay + 2)]
-    if not due:
-        return
-    try:
-        evaluate_shipments.apply_async((due,), countdown=delay or None)
-    except Exception:  # the broker is down; beat evaluates every moving shipment anyway
-        cache.delete_many([f"{mark}:{pk}" for pk in due])
-        logger.warning("could not queue the evaluation of shipments %s", due, exc_info=True)
-
-
-def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
-    """The shipments with a new temperature that is not calm under their contract (``coldchain.calm``)."""
-    contracts = _contracts(set(temperatures))
-    return {pk for pk, values in temperatures.items() if not all(coldchain.calm(contracts[pk], v) for v in values)}
-
-
-_contract_cache: dict[int, tuple[float, coldchain.Contract]] = {}  # shipment pk -> (good until, contract)
-CONTRACT_CACHE_SECONDS = 60.0
-
-
-def _contracts(shipment_pks: set[int]) -> dict[int, coldchain.Contract]:
-    """The shipments' contracts, kept by the process for a minute (they are fixed when the shipment is planned)."""
-    now = time.monotonic()
-    fresh = {pk: entry[1] for pk in shipment_pks if (entry := _contract_cache.get(pk)) and now < entry[0]}
-    missing = shipment_pks - fresh.keys()
-    if missing:
-        if len(_contract_cache) > 10_000:
-            _contract_cache.clear()
-        shipments = Shipment.objects.filter(pk__in=missing).select_related("contract")
-        for shipment in shipments.prefetch_related("contract__rules"):
-            fresh[shipment.pk] = shipment.contract.as_rules()
-            _contract_cache[shipment.pk] = (now + CONTRACT_CACHE_SECONDS, fresh[shipment.pk])
-    return fresh
-
-
-def shipment_evaluate(shipment_id: int) -> list[Alert]:
-    """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts."""
-    cache.delete_many([f"evaluate-now:{shipment_id}", f"evaluate:{shipment_id}"])
-    shipment = Shipment.objects.select_related("contract").get(pk=shipment_id)
-    if shipment.dispatched_at is None:
-        return []
-    terms = shipment.contract.as_rules()
-    now = timezone.now()
-    readings = Reading.objects.filter(shipment=shipment, kind=Reading.Kind.TEMPERATURE)
-    if shipment.closed_at is not None:
-        readings = readings.filter(measured_at__lte=shipment.closed_at)
-    samples = [coldchain.Sample(at, value) for at, value in readings.values_list("measured_at", "value")]
-    evaluation = coldchain.evaluate(
-        terms,
-        samples,
-        armed_from=shipment.dispatched_at + datetime.timedelta(seconds=terms.arming_seconds),
-        until=shipment.closed_at or _silent_until(readings, samples, now),
-    )
-    return traceability.monitoring_apply(shipment=shipment, evaluation=evaluation)
-
-
-def _silent_until(
-    readings: QuerySet[Reading], samples: list[coldchain.Sample], now: datetime.datetime
-) -> datetime.datetime:
-    """Where a data gap at the end of the record is measured to.
-
-    A logger uploading its buffer late is talking, not silent: the gap after
-    its newest reading is as long as it has been silent (since its last
-    message arrived), not as old as that reading.
-    """
-    if not samples:
-        return now
-    last_received: datetime.datetime = readings.aggregate(last=Max("received_at"))["last"]
-    return max(sample.at for sample in samples) + (now - last_received)
-
-
-def moving_shipments() -> list[int]:
-    """Shipments under watch: in transit, or closed in the last hour (late uploads still count)."""
-    recently = timezone.now() - datetime.timedelta(hours=1)
-    return list(
-        Shipment.objects.filter(Q(status=Shipment.Status.IN_TRANSIT) | Q(closed_at__gte=recently)).values_list(
-            "id", flat=True
-        )
-    )
 
 
 # Readings in the ledger -----------------------------------------------------------

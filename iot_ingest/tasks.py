@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from iot_ingest import services
+from iot_ingest import evaluation, services
 from traceability.models import Shipment
 
 
@@ -21,7 +21,7 @@ def process_messages(self, ids: list[int]) -> dict[str, int]:  # type: ignore[no
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def evaluate_shipments(shipment_ids: list[int]) -> int:
     """Evaluates the shipments' contracts; returns how many alerts they raised."""
-    return sum(len(services.shipment_evaluate(shipment_id)) for shipment_id in shipment_ids)
+    return sum(len(evaluation.shipment_evaluate(shipment_id)) for shipment_id in shipment_ids)
 
 
 @shared_task(ignore_result=True)
@@ -33,8 +33,8 @@ def sweep_inbox() -> int:
 @shared_task(ignore_result=True)
 def evaluate_moving() -> int:
     """Beat: evaluates every moving shipment, so data gaps alert even when no reading arrives."""
-    ids = services.moving_shipments()
-    services.evaluation_request(ids)
+    ids = evaluation.moving_shipments()
+    evaluation.evaluation_request(ids)
     return len(ids)
 
 

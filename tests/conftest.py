@@ -19,6 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from iot_ingest import evaluation
 from tests.factories import MembershipFactory, OrganisationFactory, SiteFactory
 from traceability.celery import app as celery_app
 from traceability.models import Membership, Organisation, Site
@@ -52,8 +53,9 @@ class Persona:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    """Throttle counters live in the cache; each test starts with none."""
+    """Throttle counters live in the cache, monitors in the process; each test starts with none."""
     cache.clear()
+    evaluation.watches_forget()
 
 
 @pytest.fixture(autouse=True)

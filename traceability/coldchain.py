@@ -14,13 +14,14 @@ kinetic temperature it uses.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from itertools import groupby, pairwise
+from itertools import pairwise
 
 
 class _Choices(StrEnum):
@@ -269,26 +270,242 @@ def evaluate(
       measured from ``armed_from``. Each gap fires once.
     """
     _require_aware(armed_from, "armed_from")
-    if until is not None:
-        _require_aware(until, "until")
-    readings = sorted({s for s in samples if s.at >= armed_from}, key=_sample_order)
-    times = [_micros(s.at) for s in readings]
-    values = [s.celsius for s in readings]
-    holds = _holds(times, contract.max_gap_seconds * _MICROS)
-    fired = [firing for rule in contract.rules for firing in _fire(rule, times, values, holds)]
-    mkt_now, mkt_triggers = _rolling_mkt(contract, readings, holds)
-    cycles, thaw_triggers = _freeze_thaw(contract, times, values)
-    gap_triggers = _gaps(contract, times, _micros(armed_from), None if until is None else _micros(until))
-    triggers = [trigger for _, trigger in fired] + mkt_triggers + thaw_triggers + gap_triggers
-    above = sum(hold for value, hold in zip(values, holds, strict=True) if value >= contract.max_celsius)
-    return Evaluation(
-        excursions=_excursions(contract, times, values, fired),
-        triggers=tuple(sorted(triggers, key=_in_time_order)),
-        mkt_celsius=mkt_now,
-        stability_used_seconds=above // _MICROS,
-        freeze_thaw_cycles=cycles,
-        last_reading_at=readings[-1].at if readings else None,
-    )
+    monitor = Monitor(contract, armed_from=armed_from)
+    monitor.feed(sorted({s for s in samples if s.at >= armed_from}, key=_sample_order))
+    return monitor.evaluation(until=until)
+
+
+class OutOfOrder(ValueError):
+    """A reading before the last one fed to a ``Monitor``: evaluate all the readings again."""
+
+
+class Monitor:
+    """``evaluate`` as a fold that can be resumed: readings are fed in ``(at, celsius)`` order, a
+    few at a time, and ``evaluation()`` at any point equals ``evaluate`` of all readings fed so far.
+
+    The work per reading is constant, so a shipment's newest readings are judged
+    without judging its whole history again. Reading ``i`` is settled (rules,
+    excursion runs, time above the range) once reading ``i + 1`` says how long
+    its value held; until then it is pending, and ``evaluation()`` settles it on
+    a copy with a hold of 0, as ``evaluate`` treats the last reading.
+    """
+
+    def __init__(self, contract: Contract, *, armed_from: datetime.datetime) -> None:
+        _require_aware(armed_from, "armed_from")
+        self.contract = contract
+        self.armed_from = armed_from
+        self._since = _micros(armed_from)  # the previous reading, for data gaps
+        self._cap = contract.max_gap_seconds * _MICROS
+        self._settled = _Settled(contract)
+        self._pending: tuple[int, float] | None = None  # the last reading: (micros, celsius)
+        self._window = _RollingMkt(contract) if contract.mkt_window_seconds is not None else None
+        self._slow: list[Trigger] = []  # MKT, freeze-thaw and gap triggers: judged on arrival
+        self._frozen, self._cycles = False, 0
+
+    @property
+    def last(self) -> Sample | None:
+        return None if self._pending is None else Sample(_moment(self._pending[0]), self._pending[1])
+
+    def feed(self, samples: Iterable[Sample]) -> None:
+        """Takes readings in ``(at, celsius)`` order, none before the last one fed (``OutOfOrder``
+        otherwise, and nothing of the call is taken). Repeats and readings before arming change nothing."""
+        readings = [(_micros(s.at), s.celsius) for s in samples if s.at >= self.armed_from]
+        previous = self._pending
+        for reading in readings:
+            if previous is not None and reading < previous:
+                raise OutOfOrder(f"a reading at {_moment(reading[0]):%Y-%m-%d %H:%M:%S} comes before the last one")
+            previous = reading
+        for reading in readings:
+            if reading != self._pending:
+                self._arrive(*reading)
+
+    def evaluation(self, *, until: datetime.datetime | None = None) -> Evaluation:
+        """What ``evaluate`` says of the readings fed so far; ``until`` as there."""
+        if until is not None:
+            _require_aware(until, "until")
+        settled = self._settled.copy()
+        if self._pending is not None:
+            settled.settle(*self._pending, hold=0)
+        gaps = []
+        limit = self.contract.max_gap_seconds * _MICROS
+        if until is not None and _micros(until) - self._since > limit:
+            gaps.append(_gap_trigger(self.contract, self._since))
+        triggers = settled.fired + self._slow + gaps
+        return Evaluation(
+            excursions=settled.excursions(),
+            triggers=tuple(sorted(triggers, key=_in_time_order)),
+            mkt_celsius=None if self._window is None or self._pending is None else self._window.current,
+            stability_used_seconds=settled.above // _MICROS,
+            freeze_thaw_cycles=self._cycles,
+            last_reading_at=None if self._pending is None else _moment(self._pending[0]),
+        )
+
+    def _arrive(self, at: int, celsius: float) -> None:
+        hold = 0
+        if self._pending is not None:
+            hold = min(at - self._pending[0], self._cap)
+            self._settled.settle(*self._pending, hold=hold)
+        if self._window is not None and (breach := self._window.arrive(at, celsius, previous_hold=hold)):
+            self._slow.append(breach)
+        self._freeze_thaw(at, celsius)
+        if at - self._since > self.contract.max_gap_seconds * _MICROS:
+            self._slow.append(_gap_trigger(self.contract, self._since))
+        self._since = at
+        self._pending = (at, celsius)
+
+    def _freeze_thaw(self, at: int, celsius: float) -> None:
+        if celsius <= FREEZE_CELSIUS:
+            self._frozen = True
+        elif self._frozen and celsius >= THAW_CELSIUS:
+            self._frozen, self._cycles = False, self._cycles + 1
+            limit = self.contract.freeze_thaw_limit
+            if limit is not None and self._cycles == limit + 1:
+                detail = f"{self._cycles} freeze-thaw cycle{'s' * (self._cycles > 1)}, more than the limit of {limit}"
+                self._slow.append(Trigger("freeze_thaw", Severity.ALARM, _moment(at), detail))
+
+
+class _RuleState:
+    """One rule's timer: time in band (this continuous period, or in total if cumulative)."""
+
+    __slots__ = ("in_band_for", "may_fire", "rule")
+
+    def __init__(self, rule: Rule, in_band_for: int = 0, may_fire: bool = True) -> None:
+        self.rule, self.in_band_for, self.may_fire = rule, in_band_for, may_fire
+
+    def settle(self, at: int, celsius: float, hold: int) -> Trigger | None:
+        """The rule's trigger if this reading, holding ``hold``, makes it fire."""
+        rule = self.rule
+        if not _in_band(rule.band, rule.threshold_celsius, celsius):
+            if rule.mode == Mode.SINGLE:
+                self.in_band_for, self.may_fire = 0, True
+            return None
+        needed = rule.duration_seconds * _MICROS
+        fired = None
+        if self.may_fire and self.in_band_for + hold >= needed:
+            fired = _rule_trigger(rule, _moment(at + needed - self.in_band_for))
+            self.may_fire = False
+        self.in_band_for += hold
+        return fired
+
+
+@dataclass
+class _Run:
+    """Consecutive readings on one side of the range (``direction``; None: inside)."""
+
+    direction: Band | None
+    started_at: int
+    last_at: int
+    peak: float
+    triggers: list[Trigger]
+
+
+class _Settled:
+    """What the settled readings add up to: rule timers, fired triggers, excursions, time above."""
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+        self.rules = [_RuleState(rule) for rule in contract.rules]
+        self.fired: list[Trigger] = []
+        self.closed: list[Excursion] = []
+        self.run: _Run | None = None
+        self.above = 0
+
+    def copy(self) -> _Settled:
+        twin = _Settled.__new__(_Settled)
+        twin.contract = self.contract
+        twin.rules = [_RuleState(s.rule, s.in_band_for, s.may_fire) for s in self.rules]
+        twin.fired, twin.closed = list(self.fired), list(self.closed)
+        twin.run = None if self.run is None else dataclasses.replace(self.run, triggers=list(self.run.triggers))
+        twin.above = self.above
+        return twin
+
+    def settle(self, at: int, celsius: float, *, hold: int) -> None:
+        fired = [trigger for state in self.rules if (trigger := state.settle(at, celsius, hold))]
+        self.fired += fired
+        if celsius >= self.contract.max_celsius:
+            self.above += hold
+        direction = _outside(self.contract, celsius)
+        run = self.run
+        if run is None or run.direction != direction:
+            if run is not None:
+                self._close(run, ended_at=at)
+            run = self.run = _Run(direction, at, at, celsius, [])
+        run.last_at = at
+        run.peak = max(run.peak, celsius) if direction is Band.ABOVE else min(run.peak, celsius)
+        run.triggers += fired
+
+    def excursions(self) -> tuple[Excursion, ...]:
+        """Every excursion: the closed ones, and the run still going if it is one."""
+        if self.run is None:
+            return tuple(self.closed)
+        still = self.copy()
+        assert still.run is not None
+        still._close(still.run, ended_at=None)
+        return tuple(still.closed)
+
+    def _close(self, run: _Run, *, ended_at: int | None) -> None:
+        if run.direction is None or not run.triggers:
+            return
+        self.closed.append(
+            Excursion(
+                direction=run.direction,
+                started_at=_moment(run.started_at),
+                ended_at=None if ended_at is None else _moment(ended_at),
+                peak_celsius=run.peak,
+                duration_seconds=((run.last_at if ended_at is None else ended_at) - run.started_at) // _MICROS,
+                triggers=tuple(sorted(run.triggers, key=_in_time_order)),
+            )
+        )
+
+
+class _RollingMkt:
+    """The MKT over the trailing window after each reading, with running sums: O(1) per reading.
+
+    The window ending at reading k holds the readings taken in the
+    ``mkt_window_seconds`` up to and including it, weighted as ``mkt`` weighs
+    them; the sums gain each reading as it enters and lose it as it leaves.
+    Judged once the readings span the whole window, so that a warm first
+    reading is not a 24-hour MKT breach.
+    """
+
+    def __init__(self, contract: Contract) -> None:
+        assert contract.mkt_window_seconds is not None
+        self.contract = contract
+        self.window = contract.mkt_window_seconds * _MICROS
+        self.inside: deque[tuple[int, int, float, float]] = deque()  # (at, hold, term, celsius) before the newest
+        self.sums = _RunningSums()
+        self.newest: tuple[int, float, float] | None = None  # (at, term, celsius)
+        self.first: int | None = None
+        self.current = 0.0
+        self.above = False
+
+    def arrive(self, at: int, celsius: float, *, previous_hold: int) -> Trigger | None:
+        term = math.exp(_MKT_SCALE - MKT_ACTIVATION_KELVIN / (celsius + KELVIN_AT_ZERO_CELSIUS))
+        if self.newest is None:
+            self.first = at
+        else:
+            before_at, before_term, before_celsius = self.newest
+            self.inside.append((before_at, previous_hold, before_term, before_celsius))
+            self.sums.add(previous_hold, before_term)
+        self.newest = (at, term, celsius)
+        while self.inside and self.inside[0][0] <= at - self.window:
+            _at, hold, old_term, _celsius = self.inside.popleft()
+            self.sums.add(hold, old_term, leaving=True)
+        mean = self.sums.mean_with(previous_hold, term)  # the newest stands for the interval before it
+        if mean > 0.0:
+            self.current = MKT_ACTIVATION_KELVIN / (_MKT_SCALE - math.log(mean)) - KELVIN_AT_ZERO_CELSIUS
+        else:  # every term underflowed, which only readings near absolute zero do
+            window = [Sample(_moment(a), c) for a, _h, _t, c in self.inside] + [Sample(_moment(at), celsius)]
+            self.current = mkt(window, max_hold_seconds=self.contract.max_gap_seconds)
+        limit = self.contract.mkt_limit_celsius
+        assert self.first is not None
+        if limit is None or at - self.first < self.window:
+            return None
+        breach = None
+        if self.current > limit and not self.above:
+            breach = Trigger("mkt", Severity.BREACH, _moment(at), _mkt_detail(self.current, self.contract))
+        self.above = self.current > limit
+        return breach
 
 
 def calm(contract: Contract, celsius: float) -> bool:
@@ -364,26 +581,6 @@ def _in_band(band: Band, threshold: float, value: float) -> bool:
     return value >= threshold if band == Band.ABOVE else value <= threshold
 
 
-def _fire(rule: Rule, times: list[int], values: list[float], holds: list[int]) -> list[tuple[int, Trigger]]:
-    """Where a rule fires: the index of the reading whose value made it fire, and the trigger."""
-    needed = rule.duration_seconds * _MICROS
-    single = rule.mode == Mode.SINGLE
-    fired: list[tuple[int, Trigger]] = []
-    in_band_for = 0  # this continuous period (single) or in total (cumulative)
-    may_fire = True
-    band, threshold = rule.band, rule.threshold_celsius
-    for index, (at, value, hold) in enumerate(zip(times, values, holds, strict=True)):
-        if not _in_band(band, threshold, value):
-            if single:
-                in_band_for, may_fire = 0, True
-            continue
-        if may_fire and in_band_for + hold >= needed:
-            fired.append((index, _rule_trigger(rule, _moment(at + needed - in_band_for))))
-            may_fire = False
-        in_band_for += hold
-    return fired
-
-
 def _rule_trigger(rule: Rule, at: datetime.datetime) -> Trigger:
     detail = f"{rule.band} {_degrees(rule.threshold_celsius)}"
     if rule.duration_seconds:
@@ -399,70 +596,6 @@ def _outside(contract: Contract, value: float) -> Band | None:
     if value <= contract.min_celsius:
         return Band.BELOW
     return None
-
-
-def _excursions(
-    contract: Contract, times: list[int], values: list[float], fired: list[tuple[int, Trigger]]
-) -> tuple[Excursion, ...]:
-    by_reading: dict[int, list[Trigger]] = {}
-    for index, trigger in fired:
-        by_reading.setdefault(index, []).append(trigger)
-    excursions = []
-    for direction, run in groupby(range(len(values)), key=lambda index: _outside(contract, values[index])):
-        indexes = list(run)
-        triggers = sorted((t for index in indexes for t in by_reading.get(index, ())), key=_in_time_order)
-        if direction is None or not triggers:
-            continue
-        first, after = indexes[0], indexes[-1] + 1
-        ended = times[after] if after < len(times) else None
-        peak = max if direction is Band.ABOVE else min
-        excursions.append(
-            Excursion(
-                direction=direction,
-                started_at=_moment(times[first]),
-                ended_at=None if ended is None else _moment(ended),
-                peak_celsius=peak(values[first:after]),
-                duration_seconds=((times[-1] if ended is None else ended) - times[first]) // _MICROS,
-                triggers=tuple(triggers),
-            )
-        )
-    return tuple(excursions)
-
-
-def _rolling_mkt(contract: Contract, readings: list[Sample], holds: list[int]) -> tuple[float | None, list[Trigger]]:
-    """The MKT after each reading over the trailing window, in O(n) overall.
-
-    The window ending at reading k holds the readings taken in the
-    ``mkt_window_seconds`` up to and including it, weighted as ``mkt`` weighs
-    them; running sums gain each reading as it enters and lose it as it leaves.
-    """
-    if contract.mkt_window_seconds is None or not readings:
-        return None, []
-    window, limit = contract.mkt_window_seconds * _MICROS, contract.mkt_limit_celsius
-    times = [_micros(s.at) for s in readings]
-    terms = [math.exp(_MKT_SCALE - MKT_ACTIVATION_KELVIN / (s.celsius + KELVIN_AT_ZERO_CELSIUS)) for s in readings]
-    inside: deque[int] = deque()  # the window's readings before the newest
-    sums = _RunningSums()
-    triggers: list[Trigger] = []
-    current, above = 0.0, False
-    for k, at in enumerate(times):
-        if k:
-            inside.append(k - 1)
-            sums.add(holds[k - 1], terms[k - 1])
-        while inside and times[inside[0]] <= at - window:
-            oldest = inside.popleft()
-            sums.add(holds[oldest], terms[oldest], leaving=True)
-        mean = sums.mean_with(holds[k - 1] if k else 0, terms[k])  # the newest stands for the interval before it
-        if mean > 0.0:
-            current = MKT_ACTIVATION_KELVIN / (_MKT_SCALE - math.log(mean)) - KELVIN_AT_ZERO_CELSIUS
-        else:  # every term underflowed, which only readings near absolute zero do
-            current = mkt([readings[j] for j in (*inside, k)], max_hold_seconds=contract.max_gap_seconds)
-        if limit is None or at - times[0] < window:
-            continue  # not judged before the readings span the whole window
-        if current > limit and not above:
-            triggers.append(Trigger("mkt", Severity.BREACH, readings[k].at, _mkt_detail(current, contract)))
-        above = current > limit
-    return current, triggers
 
 
 class _RunningSums:
@@ -498,30 +631,9 @@ def _mkt_detail(value: float, contract: Contract) -> str:
     return f"MKT {value:.1f} °C over {_span(window)} > {_degrees(limit)}"
 
 
-def _freeze_thaw(contract: Contract, times: list[int], values: list[float]) -> tuple[int, list[Trigger]]:
-    limit, cycles, frozen = contract.freeze_thaw_limit, 0, False
-    triggers: list[Trigger] = []
-    for at, value in zip(times, values, strict=True):
-        if value <= FREEZE_CELSIUS:
-            frozen = True
-        elif frozen and value >= THAW_CELSIUS:
-            frozen, cycles = False, cycles + 1
-            if limit is not None and cycles == limit + 1:
-                detail = f"{cycles} freeze-thaw cycle{'s' * (cycles > 1)}, more than the limit of {limit}"
-                triggers.append(Trigger("freeze_thaw", Severity.ALARM, _moment(at), detail))
-    return cycles, triggers
-
-
-def _gaps(contract: Contract, times: list[int], armed_from: int, until: int | None) -> list[Trigger]:
-    limit = contract.max_gap_seconds * _MICROS
-    triggers = []
-    since = armed_from
-    for at in [*times, *([] if until is None else [until])]:
-        if at - since > limit:
-            detail = f"no reading for {_span(contract.max_gap_seconds)} after {_moment(since):%Y-%m-%d %H:%M:%S} UTC"
-            triggers.append(Trigger("gap", Severity.WARNING, _moment(since + limit), detail))
-        since = at
-    return triggers
+def _gap_trigger(contract: Contract, since: int) -> Trigger:
+    detail = f"no reading for {_span(contract.max_gap_seconds)} after {_moment(since):%Y-%m-%d %H:%M:%S} UTC"
+    return Trigger("gap", Severity.WARNING, _moment(since + contract.max_gap_seconds * _MICROS), detail)
 
 
 def _in_time_order(trigger: Trigger) -> tuple[datetime.datetime, str, str]:

@@ -11,12 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 
-from iot_ingest import protocol, services, tasks
+from iot_ingest import evaluation, protocol, services, tasks
 from iot_ingest.models import Device
 from ledger import services as ledger
 from ledger.models import Entry, PendingEvent
 from tests.conftest import Persona
 from tests.factories import BatchFactory, ProductFactory
+from traceability import coldchain
 from traceability import services as traceability
 from traceability.models import Alert, Excursion, Shipment
 
@@ -54,7 +55,7 @@ class Logger:
 def deliver(raws: list[bytes], shipment: Shipment, *, received_at: datetime.datetime | None = None) -> list[Alert]:
     rows = services.inbox_receive([services.RawMessage(raw, "mqtt", "", received_at) for raw in raws], enqueue=False)
     services.messages_process([row.pk for row in rows])
-    return services.shipment_evaluate(shipment.pk)
+    return evaluation.shipment_evaluate(shipment.pk)
 
 
 @pytest.fixture
@@ -119,8 +120,8 @@ def test_evaluating_again_raises_nothing_and_appends_nothing(manufacturer: Perso
     logger = Logger(manufacturer, shipment)
     deliver(logger.messages(warm_day()), shipment)
     alerts, entries = Alert.objects.count(), PendingEvent.objects.count()
-    assert services.shipment_evaluate(shipment.pk) == []
-    assert services.shipment_evaluate(shipment.pk) == []
+    assert evaluation.shipment_evaluate(shipment.pk) == []
+    assert evaluation.shipment_evaluate(shipment.pk) == []
     assert (Alert.objects.count(), PendingEvent.objects.count()) == (alerts, entries)
 
 
@@ -302,10 +303,41 @@ def test_a_reading_out_of_range_is_evaluated_at_once_and_calm_ones_together_with
 
     receive([5.0, 5.5])
     receive([6.0])  # already queued: taken by the same evaluation
-    assert queued == [([shipment.pk], services.CALM_SECONDS)]
+    assert queued == [([shipment.pk], evaluation.CALM_SECONDS)]
     receive([5.0, 9.0])
     assert queued[1:] == [([shipment.pk], None)]
 
-    services.shipment_evaluate(shipment.pk)  # the evaluation starts: readings after it need another
+    evaluation.shipment_evaluate(shipment.pk)  # the evaluation starts: readings after it need another
     receive([5.0])
-    assert queued[2:] == [([shipment.pk], services.CALM_SECONDS)]
+    assert queued[2:] == [([shipment.pk], evaluation.CALM_SECONDS)]
+
+
+def test_an_evaluation_reads_only_the_readings_that_arrived_since_the_last_one(
+    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    messages = [
+        protocol.message(logger.key, "LOG-T1", i + 1, [record])
+        for i, record in enumerate(_records(logger, [5.0] * 12 + [9.0] * 12 + [5.0] * 4))
+    ]
+    deliver(messages[:-1], shipment)
+    fed: list[int] = []
+    feed = coldchain.Monitor.feed
+    monkeypatch.setattr(
+        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
+    )
+
+    deliver(messages[-1:], shipment)
+
+    assert fed == [1]
+    assert Excursion.objects.get().ended_at == logger.start + 120 * MINUTE
+    facts = ("started_at", "ended_at", "peak_celsius", "duration_seconds")
+    incremental = Excursion.objects.values_list(*facts).get()
+    alerts = list(Alert.objects.order_by("id").values_list("key", "triggered_at"))
+    evaluation.watches_forget()  # a process that never saw this shipment judges all its readings: the same
+    assert evaluation.shipment_evaluate(shipment.pk) == []
+    assert fed[-1] == 28
+    assert (
+        Excursion.objects.values_list("started_at", "ended_at", "peak_celsius", "duration_seconds").get() == incremental
+    )
+    assert list(Alert.objects.order_by("id").values_list("key", "triggered_at")) == alerts

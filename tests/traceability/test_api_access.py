@@ -28,7 +28,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from iot_ingest import protocol
+from iot_ingest import evaluation, protocol
 from iot_ingest import services as ingest
 from iot_ingest.models import Reading
 from ledger import services as ledger
@@ -238,7 +238,7 @@ def watch(owner: Persona, shipment: Shipment) -> None:
                for m in (3, 2, 1)]  # fmt: skip
     rows = ingest.inbox_receive([ingest.RawMessage(protocol.message(key, "LOG-M1", 1, records), "mqtt")], enqueue=False)
     ingest.messages_process([row.pk for row in rows])
-    ingest.shipment_evaluate(shipment.pk)
+    evaluation.shipment_evaluate(shipment.pk)
     ingest.readings_commit(shipment)
 
 

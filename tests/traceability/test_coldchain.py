@@ -21,6 +21,8 @@ from traceability.coldchain import (
     Evaluation,
     Excursion,
     Mode,
+    Monitor,
+    OutOfOrder,
     Rule,
     Sample,
     Severity,
@@ -738,7 +740,7 @@ def test_calm_values_are_strictly_inside_the_range_and_in_no_rules_band() -> Non
 def test_a_calm_reading_starts_no_excursion_and_fires_no_rule_at_its_own_time(
     trip: list[Sample], celsius: float, later: int
 ) -> None:
-    # what lets its evaluation wait a few seconds (iot_ingest.services.evaluation_request)
+    # what lets its evaluation wait a few seconds (iot_ingest.evaluation.evaluation_request)
     assume(calm(BUSY, celsius))
     reading = Sample(max((s.at for s in trip), default=T0) + datetime.timedelta(seconds=later), celsius)
     before = evaluate(BUSY, trip, armed_from=ARMED_FROM)
@@ -747,3 +749,31 @@ def test_a_calm_reading_starts_no_excursion_and_fires_no_rule_at_its_own_time(
     assert all(e.started_at < reading.at for e in after.excursions)
     new = set(after.triggers) - set(before.triggers)
     assert all(t.at <= reading.at for t in new if t.key.startswith("rule:"))
+
+
+@PROPERTY
+@given(trip=TRIP, data=st.data())
+def test_a_monitor_fed_a_few_readings_at_a_time_says_what_evaluate_says_of_them_all(
+    trip: list[Sample], data: st.DataObject
+) -> None:
+    ordered = sorted(trip)
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(ordered)), max_size=5)))
+    monitor = Monitor(BUSY, armed_from=ARMED_FROM)
+    for start, end in pairwise([0, *cuts, len(ordered)]):
+        monitor.feed(ordered[start:end])
+        fed = ordered[:end]
+        assert monitor.evaluation(until=UNTIL) == evaluate(BUSY, fed, armed_from=ARMED_FROM, until=UNTIL)
+        assert monitor.last == (max((s for s in fed if s.at >= ARMED_FROM), default=None))
+
+
+def test_a_monitor_refuses_a_reading_before_its_last_and_takes_nothing_of_that_call() -> None:
+    monitor = Monitor(BUSY, armed_from=ARMED_FROM)
+    monitor.feed([Sample(T0 + datetime.timedelta(hours=1), 5.0), Sample(T0 + datetime.timedelta(hours=1), 5.0)])
+    before = monitor.evaluation()
+    with pytest.raises(OutOfOrder):
+        monitor.feed([Sample(T0 + datetime.timedelta(hours=2), 9.0), Sample(T0 + datetime.timedelta(minutes=59), 5.0)])
+    with pytest.raises(OutOfOrder):
+        monitor.feed([Sample(T0 + datetime.timedelta(hours=1), 4.9)])  # same instant, sorts before
+    assert monitor.evaluation() == before
+    monitor.feed([Sample(T0 + datetime.timedelta(hours=1), 5.0), Sample(T0 + datetime.timedelta(hours=1), 5.1)])
+    assert monitor.last == Sample(T0 + datetime.timedelta(hours=1), 5.1)

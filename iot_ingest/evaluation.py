@@ -1,0 +1,178 @@
+"""Evaluating shipments' contracts as their readings arrive, and raising alerts.
+
+Each worker process keeps, for the shipments it evaluated lately, a resumable
+``coldchain.Monitor``: an evaluation reads only the readings that arrived since
+the last one (a late reading, measured before the newest one already judged,
+makes it judge all of them again). Out-of-range readings are evaluated at
+once; calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.core.cache import cache
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from iot_ingest.models import Reading
+from traceability import coldchain
+from traceability import services as traceability
+from traceability.models import Alert, Shipment
+
+logger = logging.getLogger(__name__)
+
+CALM_SECONDS = 5  # how long the evaluation of calm readings may wait (coldchain.calm), to take more at once
+WATCHED_SHIPMENTS = 2000  # monitors a worker process keeps (each holds its MKT window's readings)
+
+
+def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
+    """Queues the evaluation of shipments whose readings changed: ``urgent`` ones at once, the others
+    within ``CALM_SECONDS``, one evaluation for all the readings that arrive meanwhile.
+
+    A shipment already queued (and not yet started) is not queued again. The
+    task clears the marks before it reads the readings, so readings that commit
+    after it started get an evaluation of their own.
+    """
+    urgent = set(urgent)
+    _evaluation_queue(sorted(urgent), mark="evaluate-now", delay=0)
+    _evaluation_queue(sorted(set(shipment_ids) - urgent), mark="evaluate", delay=CALM_SECONDS)
+
+
+def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None:
+    from iot_ingest.tasks import evaluate_shipments
+
+    # A short expiry bounds the cost of a per-process cache (several workers without
+    # CACHE_URL): a mark another process's task could not clear lapses within seconds.
+    due = [pk for pk in shipment_ids if cache.add(f"{mark}:{pk}", 1, timeout=delay + 2)]
+    if not due:
+        return
+    try:
+        evaluate_shipments.apply_async((due,), countdown=delay or None)
+    except Exception:  # the broker is down; beat evaluates every moving shipment anyway
+        cache.delete_many([f"{mark}:{pk}" for pk in due])
+        logger.warning("could not queue the evaluation of shipments %s", due, exc_info=True)
+
+
+def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
+    """The shipments with a new temperature that is not calm under their contract (``coldchain.calm``)."""
+    contracts = _contracts(set(temperatures))
+    return {pk for pk, values in temperatures.items() if not all(coldchain.calm(contracts[pk], v) for v in values)}
+
+
+_contract_cache: dict[int, tuple[float, coldchain.Contract]] = {}  # shipment pk -> (good until, contract)
+CONTRACT_CACHE_SECONDS = 60.0
+
+
+def _contracts(shipment_pks: set[int]) -> dict[int, coldchain.Contract]:
+    """The shipments' contracts, kept by the process for a minute (they are fixed when the shipment is planned)."""
+    now = time.monotonic()
+    fresh = {pk: entry[1] for pk in shipment_pks if (entry := _contract_cache.get(pk)) and now < entry[0]}
+    missing = shipment_pks - fresh.keys()
+    if missing:
+        if len(_contract_cache) > 10_000:
+            _contract_cache.clear()
+        shipments = Shipment.objects.filter(pk__in=missing).select_related("contract")
+        for shipment in shipments.prefetch_related("contract__rules"):
+            fresh[shipment.pk] = shipment.contract.as_rules()
+            _contract_cache[shipment.pk] = (now + CONTRACT_CACHE_SECONDS, fresh[shipment.pk])
+    return fresh
+
+
+def shipment_evaluate(shipment_id: int) -> list[Alert]:
+    """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts."""
+    cache.delete_many([f"evaluate-now:{shipment_id}", f"evaluate:{shipment_id}"])
+    shipment = Shipment.objects.get(pk=shipment_id)
+    if shipment.dispatched_at is None:
+        return []
+    terms = _contracts({shipment_id})[shipment_id]
+    readings = Reading.objects.filter(shipment=shipment, kind=Reading.Kind.TEMPERATURE)
+    if shipment.closed_at is not None:
+        readings = readings.filter(measured_at__lte=shipment.closed_at)
+    armed_from = shipment.dispatched_at + datetime.timedelta(seconds=terms.arming_seconds)
+    watch = _watch(shipment, _Key(terms, armed_from, shipment.closed_at), readings)
+    until = shipment.closed_at or watch.silent_until(timezone.now())
+    return traceability.monitoring_apply(shipment=shipment, evaluation=watch.monitor.evaluation(until=until))
+
+
+@dataclass(frozen=True)
+class _Key:
+    """What a monitor was built for: when any of it changes, it is built again."""
+
+    contract: coldchain.Contract
+    armed_from: datetime.datetime
+    closed_at: datetime.datetime | None
+
+
+@dataclass
+class _Watch:
+    """A shipment's monitor in this process, and what it has read of the readings."""
+
+    key: _Key
+    monitor: coldchain.Monitor
+    rows: int = 0  # readings measured at or before the monitor's last one (repeats and pre-arming ones too)
+    newest_at: datetime.datetime | None = None  # device time of the newest reading read
+    last_received: datetime.datetime | None = None  # when the newest-arrived of them arrived
+
+    def read(self, rows: list[tuple[datetime.datetime, float, datetime.datetime]]) -> None:
+        """Feeds readings in (time, value) order, all after the monitor's last one."""
+        self.monitor.feed(coldchain.Sample(at, value) for at, value, _received in rows)
+        self.rows += len(rows)
+        if rows:
+            self.newest_at = max(self.newest_at or rows[-1][0], rows[-1][0])
+            newest_receipt = max(received for _at, _value, received in rows)
+            self.last_received = max(self.last_received or newest_receipt, newest_receipt)
+
+    def silent_until(self, now: datetime.datetime) -> datetime.datetime:
+        """Where a data gap at the end of the record is measured to.
+
+        A logger uploading its buffer late is talking, not silent: the gap after
+        its newest reading is as long as it has been silent (since its last
+        message arrived), not as old as that reading.
+        """
+        if self.newest_at is None or self.last_received is None:
+            return now
+        return self.newest_at + (now - self.last_received)
+
+
+_watches: OrderedDict[int, _Watch] = OrderedDict()  # shipment pk -> its watch, least recently used first
+
+
+def _watch(shipment: Shipment, key: _Key, readings: QuerySet[Reading]) -> _Watch:
+    """The shipment's monitor, brought up to date: with the readings that arrived since it last looked if
+    none arrived measured before its last one, else built again from all of them."""
+    columns = ("measured_at", "value", "received_at")
+    watch = _watches.get(shipment.pk)
+    last = None if watch is None or watch.key != key else watch.monitor.last
+    if watch is not None and last is not None and readings.filter(measured_at__lte=last.at).count() == watch.rows:
+        watch.read(
+            list(readings.filter(measured_at__gt=last.at).order_by("measured_at", "value").values_list(*columns))
+        )
+        _watches.move_to_end(shipment.pk)
+        return watch
+    watch = _Watch(key, coldchain.Monitor(key.contract, armed_from=key.armed_from))
+    watch.read(sorted(readings.values_list(*columns)))
+    _watches[shipment.pk] = watch
+    while len(_watches) > WATCHED_SHIPMENTS:
+        _watches.popitem(last=False)
+    return watch
+
+
+def watches_forget() -> None:
+    """Drops every monitor of this process (tests: ids are reused after a rollback)."""
+    _watches.clear()
+
+
+def moving_shipments() -> list[int]:
+    """Shipments under watch: in transit, or closed in the last hour (late uploads still count)."""
+    recently = timezone.now() - datetime.timedelta(hours=1)
+    return list(
+        Shipment.objects.filter(Q(status=Shipment.Status.IN_TRANSIT) | Q(closed_at__gte=recently)).values_list(
+            "id", flat=True
+        )
+    )
