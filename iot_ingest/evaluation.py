@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 CALM_SECONDS = 5  # how long the evaluation of calm readings may wait (coldchain.calm), to take more at once
 WATCHED_SHIPMENTS = 2000  # monitors a worker process keeps (each holds its MKT window's readings)
+# An evaluation that finds what this process applied less than this ago is not applied again (applying is
+# idempotent, but takes a lock, a dozen queries and a commit); other processes' changes are still met within it.
+REAPPLY_SECONDS = 60.0
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
@@ -85,7 +88,10 @@ def _contracts(shipment_pks: set[int]) -> dict[int, coldchain.Contract]:
 
 
 def shipment_evaluate(shipment_id: int) -> list[Alert]:
-    """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts."""
+    """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts.
+
+    Returns the alerts raised.
+    """
     cache.delete_many([f"evaluate-now:{shipment_id}", f"evaluate:{shipment_id}"])
     shipment = Shipment.objects.get(pk=shipment_id)
     if shipment.dispatched_at is None:
@@ -97,7 +103,13 @@ def shipment_evaluate(shipment_id: int) -> list[Alert]:
     armed_from = shipment.dispatched_at + datetime.timedelta(seconds=terms.arming_seconds)
     watch = _watch(shipment, _Key(terms, armed_from, shipment.closed_at), readings)
     until = shipment.closed_at or watch.silent_until(timezone.now())
-    return traceability.monitoring_apply(shipment=shipment, evaluation=watch.monitor.evaluation(until=until))
+    evaluation = watch.monitor.evaluation(until=until)
+    verdict = (evaluation.excursions, evaluation.triggers)
+    if verdict == watch.applied and time.monotonic() < watch.applied_until:
+        return []  # this process applied exactly these excursions and triggers a moment ago
+    alerts = traceability.monitoring_apply(shipment=shipment, evaluation=evaluation)
+    watch.applied, watch.applied_until = verdict, time.monotonic() + REAPPLY_SECONDS
+    return alerts
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,9 @@ class _Watch:
     rows: int = 0  # readings measured at or before the monitor's last one (repeats and pre-arming ones too)
     newest_at: datetime.datetime | None = None  # device time of the newest reading read
     last_received: datetime.datetime | None = None  # when the newest-arrived of them arrived
+    # The excursions and triggers this process last applied, and until when they need not be again.
+    applied: tuple[object, ...] = ()
+    applied_until: float = 0.0
 
     def read(self, rows: list[tuple[datetime.datetime, float, datetime.datetime]]) -> None:
         """Feeds readings in (time, value) order, all after the monitor's last one."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import time
 from typing import Any
 
 import pytest
@@ -341,3 +342,24 @@ def test_an_evaluation_reads_only_the_readings_that_arrived_since_the_last_one(
         Excursion.objects.values_list("started_at", "ended_at", "peak_celsius", "duration_seconds").get() == incremental
     )
     assert list(Alert.objects.order_by("id").values_list("key", "triggered_at")) == alerts
+
+
+def test_a_process_does_not_apply_the_same_verdict_twice_within_a_minute(
+    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    deliver(logger.messages([5.0] * 12 + [9.0] * 12), shipment)
+    applied: list[int] = []
+    apply = traceability.monitoring_apply
+    monkeypatch.setattr(traceability, "monitoring_apply", lambda **kw: applied.append(1) or apply(**kw))
+
+    evaluation.shipment_evaluate(shipment.pk)
+    assert applied == []
+    peak = {"n": "temp", "u": "Cel", "t": (logger.start + 24 * 5 * MINUTE).timestamp(), "v": 9.5}
+    deliver([protocol.message(logger.key, "LOG-T1", 99, [peak])], shipment)  # a new peak: a new verdict
+    assert applied == [1]
+    assert Excursion.objects.get().peak_celsius == 9.5
+    later = time.monotonic() + evaluation.REAPPLY_SECONDS + 1
+    monkeypatch.setattr(evaluation.time, "monotonic", lambda: later)
+    evaluation.shipment_evaluate(shipment.pk)
+    assert applied == [1, 1]
