@@ -10,6 +10,7 @@ from traceability.signin import ThrottledLoginView
 urlpatterns = [
     path("", views.home, name="home"),
     path("health/", views.health, name="health"),
+    path("", include("traceability.consumer.urls")),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/ledger/", include("ledger.urls")),

@@ -80,6 +80,11 @@ TABLE: dict[str, dict[str, Cells]] = {
     # treats as POST; logout accepts POST only and redirects.
     "home": anyone(GET=members(200, anonymous=302)),
     "health": anyone(GET=everyone(200)),
+    # Consumer pages at the GS1 Digital Link paths: public.
+    "digital-link-gtin": anyone(GET=everyone(200)),
+    "digital-link-lot": anyone(GET=everyone(200)),
+    "digital-link-serial": anyone(GET=everyone(200)),
+    "digital-link-other": anyone(GET=everyone(400)),  # any other path under /01/: malformed, 400 with the reason
     "login": anyone(GET=everyone(200), POST=everyone(200), PUT=everyone(200)),
     "logout": anyone(POST=everyone(302)),
     # The whole admin/ subtree is one row, checked on /admin/: nobody in the
@@ -260,6 +265,10 @@ def paths(world: World) -> dict[str, str]:
     return {
         "home": reverse("home"),
         "health": reverse("health"),
+        "digital-link-gtin": reverse("digital-link-gtin", args=[world.product.gtin]),
+        "digital-link-lot": reverse("digital-link-lot", args=[world.product.gtin, world.batch.lot]),
+        "digital-link-serial": reverse("digital-link-serial", args=[world.product.gtin, world.batch.lot, serial]),
+        "digital-link-other": f"/01/{world.product.gtin}/17/271231",
         "login": reverse("login"),
         "logout": reverse("logout"),
         "admin/": "/admin/",

@@ -1,0 +1,201 @@
+"""The consumer page in a real browser at a phone's size: what someone scanning a pack sees.
+
+Each case checks the page works without JavaScript under the strict
+Content-Security-Policy (no console errors, no policy violations), stays light
+and in one column on a phone, and passes a few accessibility checks of our
+own; each leaves a screenshot in the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from ledger import services as ledger
+from tests import factories
+from tests.conftest import Persona
+from traceability import gs1, services
+from traceability.models import Batch
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PHONE = {"width": 390, "height": 844}
+
+# Runs before the page's own code: records every Content-Security-Policy violation.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline code"}`);
+});
+"""
+
+# A few checks of our own, no third-party library: lang, alt texts, labels, one h1,
+# heading levels that never skip, a main landmark, text contrast as rendered, no sideways scrolling.
+ACCESSIBILITY_PROBLEMS = """
+() => {
+  const problems = [];
+  if (!document.documentElement.lang) problems.push("<html> has no lang");
+  if (document.querySelectorAll("main").length !== 1) problems.push("not exactly one <main>");
+  for (const img of document.querySelectorAll("img")) {
+    if (!img.hasAttribute("alt")) problems.push(`image without alt: ${img.src}`);
+  }
+  for (const field of document.querySelectorAll("input, select, textarea")) {
+    if (field.type === "hidden") continue;
+    const named = field.labels.length || field.getAttribute("aria-label") || field.getAttribute("aria-labelledby");
+    if (!named) problems.push(`field without a label: ${field.name || field.id}`);
+  }
+  const levels = [...document.querySelectorAll("h1, h2, h3, h4, h5, h6")].map((h) => Number(h.tagName[1]));
+  if (levels.filter((level) => level === 1).length !== 1) problems.push("not exactly one h1");
+  levels.reduce((previous, level) => {
+    if (level > previous + 1) problems.push(`heading jumps from h${previous} to h${level}`);
+    return level;
+  }, 0);
+  const rgb = (value) => value.match(/[0-9.]+/g).map(Number);
+  const luminance = ([r, g, b]) => {
+    const linear = [r, g, b].map((c) => c / 255).map((c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+  };
+  const background = (element) => {
+    for (let node = element; node; node = node.parentElement) {
+      const colour = rgb(getComputedStyle(node).backgroundColor);
+      if (colour.length < 4 || colour[3] > 0) return colour.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  for (const element of document.body.querySelectorAll("*")) {
+    const text = [...element.childNodes].some((node) => node.nodeType === 3 && node.textContent.trim());
+    if (!text) continue;
+    const [light, dark] = [luminance(rgb(getComputedStyle(element).color)), luminance(background(element))]
+      .sort((a, b) => b - a);
+    const ratio = (light + 0.05) / (dark + 0.05);
+    if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)} for "${element.textContent.trim().slice(0, 40)}"`);
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth) problems.push("the page scrolls sideways");
+  return problems;
+}
+"""
+
+
+@pytest.fixture
+def batch(live_server: Any, manufacturer: Persona) -> Batch:
+    today = timezone.localdate()
+    product = services.product_register(
+        actor=manufacturer.user,
+        gtin=factories.gtin(),
+        name="Morbivax measles vaccine",
+        dosage_form="suspension for injection",
+        strength="0.5 ml",
+        storage_profile="2-8C",
+    )
+    batch = services.batch_register(
+        actor=manufacturer.user,
+        product=product,
+        lot="MV2405",
+        manufactured_on=today - datetime.timedelta(days=30),
+        expires_on=today + datetime.timedelta(days=400),
+        quantity=1000,
+        serial_count=2,
+    )
+    ledger.ledger_commit()
+    return batch
+
+
+def deliver(batch: Batch, manufacturer: Persona, carrier: Persona, pharmacy: Persona, hours: int) -> None:
+    now = timezone.now()
+    shipment = services.shipment_create(
+        actor=manufacturer.user,
+        carrier=carrier.organisation,
+        consignee=pharmacy.organisation,
+        origin=manufacturer.site,
+        destination=pharmacy.site,
+        items=[services.ItemSpec(batch=batch, quantity=10)],
+    )
+    services.shipment_dispatch(
+        actor=manufacturer.user, shipment=shipment, occurred_at=now - datetime.timedelta(hours=hours)
+    )
+    services.shipment_receive(actor=pharmacy.user, shipment=shipment, accept=True, occurred_at=now)
+
+
+def visit(page: Any, url: str, screenshot: Path) -> Any:
+    """Opens the page at a phone's size; checks it is whole, light, script-free and accessible."""
+    page.set_viewport_size(PHONE)
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    loaded: list[Any] = []
+    page.on("response", lambda response: loaded.append(response))
+    response = page.goto(url)
+    page.wait_for_load_state("load")
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 0
+
+    assert response.status == 200
+    assert page.console_errors == []
+    assert page.evaluate("window.__cspViolations") == []
+    assert page.evaluate(ACCESSIBILITY_PROBLEMS) == []
+    assert page.evaluate("document.scripts.length") == 0
+    # The style sheet arrived and applies: the header is dark blue.
+    assert page.evaluate("getComputedStyle(document.querySelector('header.site')).backgroundColor") == "rgb(11, 61, 92)"
+    # Fast on a phone: the page, its style sheet and its icon, a few kilobytes, nothing from elsewhere.
+    assert len(loaded) <= 3, [r.url for r in loaded]
+    assert all(r.url.startswith(url.split("/01/")[0]) and r.status == 200 for r in loaded)
+    assert sum(len(r.body()) for r in loaded) < 40_000
+    return page
+
+
+def link_to(live_server: Any, batch: Batch, serial: str | None = None) -> str:
+    link = gs1.DigitalLink(gtin=batch.product.gtin, lot=batch.lot, serial=serial, expiry=batch.expires_on)
+    return link.uri(live_server.url)
+
+
+def test_a_safe_pack_on_a_phone(
+    page: Any,
+    live_server: Any,
+    batch: Batch,
+    manufacturer: Persona,
+    carrier: Persona,
+    pharmacy: Persona,
+    tmp_path: Path,
+) -> None:
+    deliver(batch, manufacturer, carrier, pharmacy, hours=30)
+    deliver(batch, manufacturer, carrier, pharmacy, hours=11)
+    serial = batch.serials.values_list("serial", flat=True)[0]
+
+    visit(page, link_to(live_server, batch, serial), tmp_path / "safe-pack.png")
+
+    assert page.get_by_role("heading", level=1).inner_text() == "Morbivax measles vaccine 0.5 ml"
+    assert page.locator(".advice").inner_text().startswith("No problems found")
+    assert "Genuine serial number" in page.locator("#status").inner_text()
+    assert "Kept between 2 and 8 °C for all 2 legs, 41 h" in page.locator("#cold-chain").inner_text()
+    assert page.evaluate("document.documentElement.lang") == "en"
+
+
+def test_a_quarantined_batch_on_a_phone(page: Any, live_server: Any, batch: Batch, tmp_path: Path) -> None:
+    Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.QUARANTINED)  # no service sets it yet
+
+    visit(page, link_to(live_server, batch), tmp_path / "quarantined.png")
+
+    assert page.locator(".advice").inner_text().startswith("Do not use this pack")
+    banner = page.locator("#status .notice.danger")
+    assert "This batch is on hold (quarantined)" in banner.inner_text()
+    # The warning is red: a dark red text on a light red box.
+    assert banner.evaluate("e => getComputedStyle(e).color") == "rgb(125, 13, 28)"
+
+
+def test_an_unknown_serial_on_a_phone(page: Any, live_server: Any, batch: Batch, tmp_path: Path) -> None:
+    visit(page, link_to(live_server, batch, "FAKE12345678"), tmp_path / "unknown-serial.png")
+
+    warning = page.locator("#status .notice.danger").first.inner_text()
+    assert "Possible counterfeit" in warning
+    assert "This serial number was never issued for this batch." in warning
+
+
+def test_a_chinese_reader_on_a_phone(page: Any, live_server: Any, batch: Batch, tmp_path: Path) -> None:
+    page.set_extra_http_headers({"Accept-Language": "zh-CN,zh;q=0.9"})
+
+    visit(page, link_to(live_server, batch), tmp_path / "zh-hans.png")
+
+    assert page.evaluate("document.documentElement.lang") == "zh-Hans"
+    assert page.get_by_role("heading", name="冷链").is_visible()

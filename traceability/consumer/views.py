@@ -1,0 +1,274 @@
+"""The consumer page at the GS1 Digital Link path itself: no login, no JavaScript, nothing private.
+
+``/01/{gtin}[/10/{lot}[/21/{serial}]][?17=YYMMDD]`` answers, in the reader's
+language (Accept-Language):
+
+- 200, the page: product, manufacturer, batch, expiry, status, whether the
+  serial was issued, the cold chain leg by leg, and the batch's ledger entry.
+  A serial never issued for the batch is a counterfeit warning on that page,
+  not an error: the batch is real, the pack may not be.
+- 200, the RFC 9264 linkset, for ``Accept: application/linkset+json`` or
+  ``?linkType=linkset`` (``all``, the GS1 Digital Link 1.1 name, too).
+- 301 from a GTIN-8, -12 or -13 to the 14-digit form, path and query kept.
+- 307 to the target of another link type the linkset offers
+  (``gs1:certificationInfo``, ``gs1:recallStatus``).
+- 400 for a malformed link, saying what is wrong (GS1-Conformant resolvers
+  report syntax errors with 400).
+- 404 for a product, variant or lot never registered, and for a link type
+  this item does not offer. A GS1 resolver may instead fall back to the
+  default link; we answer 404 because a client that asks for a particular
+  service (``verificationService`` above all) must never mistake the page for
+  that service's answer. The 404 lists the link types that are available.
+
+Errors are an HTML page, or RFC 9457 problem JSON when the client prefers
+JSON. Every answer may be cached publicly for a minute (CACHE_SECONDS): a
+scan storm costs one render per language per minute, and a new excursion,
+quarantine or recall shows within a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.shortcuts import render
+from django.urls import get_script_prefix, reverse
+from django.utils import timezone
+from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.utils.translation import get_language
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_safe
+
+from traceability import gs1
+from traceability.consumer import linkset, reads, verdict, words
+from traceability.models import Batch
+
+CACHE_SECONDS = 60
+JSON_TYPES = (linkset.MEDIA_TYPE, "application/json")
+JSONLD_CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+
+
+@require_safe
+def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
+    """Every Digital Link path: the route only gets the request here; the link is parsed as it was sent."""
+    wants_json = request.get_preferred_type(["text/html", *JSON_TYPES]) in JSON_TYPES
+    try:
+        parsed = gs1.parse_digital_link(_as_sent(request), today=timezone.localdate())
+    except gs1.GS1Error as error:
+        return _error(
+            request,
+            400,
+            _("This is not a valid GS1 Digital Link"),
+            _(
+                "The address does not follow the GS1 Digital Link rules, so it is not a code a manufacturer "
+                "printed. If you typed it, check it for typing errors. If you scanned it from a pack, show "
+                "the pack to your pharmacist."
+            ),
+            reason=str(error),
+            wants_json=wants_json,
+        )
+    link = parsed.link
+    if parsed.gtin_as_given != link.gtin:
+        return _canonical(request, link)
+    requested = linkset.link_type(parsed.extra_query.get("linkType"))
+    try:
+        pack = reads.pack_read(link, now=timezone.now())
+    except reads.UnknownError as unknown:
+        return _unknown(request, link, unknown, wants_json=wants_json or requested in linkset.LINKSET)
+    links = _links(pack)
+    if requested in linkset.LINKSET or (requested is None and wants_json):
+        return _linkset(pack, links)
+    if requested is None or requested in linkset.PAGE:
+        return _page(request, pack, links)
+    if requested in links:
+        return _public(HttpResponse(status=307, headers={"Location": links[requested][0].href}))
+    return _link_type_missing(request, requested, links, wants_json=wants_json)
+
+
+# The request --------------------------------------------------------------------------
+
+
+def _as_sent(request: HttpRequest) -> str:
+    """The request target still percent-encoded, so that an encoded '/' in a lot stays in the lot.
+
+    WSGI servers decode PATH_INFO; gunicorn keeps the target as sent in
+    RAW_URI, uWSGI and others in REQUEST_URI. Without either (runserver, the
+    test client) Django's re-encoded path is the best there is. GS1 resolvers
+    tolerate one trailing slash, so it is dropped.
+    """
+    sent = request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or request.get_full_path()
+    path, separator, query = sent.partition("?")
+    if path.endswith("/") and not path.endswith("//") and path.count("/") > 3:
+        path = path[:-1]
+    return path + separator + query
+
+
+def _canonical(request: HttpRequest, link: gs1.DigitalLink) -> HttpResponse:
+    """A GTIN-8/12/13 link, permanently redirected to its GTIN-14 form with the rest of the path and the query."""
+    query = request.META.get("QUERY_STRING", "")
+    location = get_script_prefix().rstrip("/") + link.path() + (f"?{query}" if query else "")
+    return HttpResponsePermanentRedirect(location)
+
+
+def _html_lang(code: str) -> str:
+    """Django's language code as a BCP 47 tag: zh-hans is zh-Hans, en-gb is en-GB."""
+    first, *rest = code.split("-")
+    return "-".join([first, *(part.title() if len(part) == 4 else part.upper() for part in rest)])
+
+
+def _public(response: HttpResponse) -> HttpResponse:
+    """Cacheable by anyone for a minute, readable cross-origin (public data, GS1 resolvers support CORS)."""
+    patch_cache_control(response, public=True, max_age=CACHE_SECONDS)
+    patch_vary_headers(response, ["Accept"])
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+# Links ----------------------------------------------------------------------------------
+
+
+def _item(pack: reads.Pack) -> str:
+    return " ".join(part for part in (pack.product.name, pack.product.strength) if part)
+
+
+def _links(pack: reads.Pack) -> dict[str, list[linkset.Link]]:
+    """The links this item offers, absolute on BASE_URL: the page, its recall status, its ledger proof."""
+    page_url = dataclasses.replace(pack.link, expiry=None).uri(settings.BASE_URL)
+    page = linkset.Link(
+        page_url, _("Product information: %(item)s") % {"item": _item(pack)}, "text/html", linkset.PAGE_LANGUAGES
+    )
+    links = {"pip": [page], "defaultLink": [page]}
+    if pack.batch is not None:
+        recalled = pack.batch.status == Batch.Status.RECALLED
+        title = _("Recall status: recalled") if recalled else _("Recall status: not recalled")
+        links["recallStatus"] = [linkset.Link(f"{page_url}#status", title, "text/html", linkset.PAGE_LANGUAGES)]
+    if pack.ledger is not None and pack.ledger.checkpointed:
+        proof = f"{settings.BASE_URL}{reverse('ledger-proof-inclusion')}?seq={pack.ledger.seq}"
+        title = _("Ledger inclusion proof of the registration (entry %(seq)d)") % {"seq": pack.ledger.seq}
+        links["certificationInfo"] = [linkset.Link(proof, title, "application/json")]
+    return links
+
+
+def _linkset(pack: reads.Pack, links: dict[str, list[linkset.Link]]) -> HttpResponse:
+    anchor = links["pip"][0].href
+    response = JsonResponse(
+        linkset.document(anchor, _item(pack), links),
+        content_type=linkset.MEDIA_TYPE,
+        json_dumps_params={"ensure_ascii": False},
+    )
+    response["Link"] = f'<{linkset.JSONLD_CONTEXT}>; rel="{JSONLD_CONTEXT_REL}"; type="application/ld+json"'
+    return _public(response)
+
+
+# Pages ----------------------------------------------------------------------------------
+
+
+def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    context = {"html_lang": _html_lang(get_language()), **context}
+    return _public(render(request, template, context, status=status))
+
+
+def _page(request: HttpRequest, pack: reads.Pack, links: dict[str, list[linkset.Link]]) -> HttpResponse:
+    product, batch = pack.product, pack.batch
+    canonical = get_script_prefix().rstrip("/") + dataclasses.replace(pack.link, expiry=None).path()
+    context: dict[str, Any] = {
+        "product": product,
+        "manufacturer": product.manufacturer.name,
+        "gtin": product.gtin,
+        "ledger": pack.ledger,
+        "linkset_url": f"{canonical}?linkType=linkset",
+    }
+    if pack.ledger is not None:
+        context["ledger_entry_url"] = reverse("ledger-entry-detail", args=[pack.ledger.seq])
+        context["ledger_proof_url"] = f"{reverse('ledger-proof-inclusion')}?seq={pack.ledger.seq}"
+        context["ledger_date"] = words.day(timezone.localdate(pack.ledger.time))
+    if batch is not None:
+        context |= _batch_context(pack, batch)
+    response = _render(request, "consumer/pack.html", context)
+    response["Link"] = f'<{context["linkset_url"]}>; rel="linkset"; type="{linkset.MEDIA_TYPE}"'
+    return response
+
+
+def _batch_context(pack: reads.Pack, batch: Batch) -> dict[str, Any]:
+    notices = words.batch_notices(batch, today=timezone.localdate(), expiry_in_code=pack.link.expiry)
+    unit = None
+    if pack.link.serial is not None:
+        unit = words.unit_notice(pack.link.serial, pack.serial_status, pack.product.manufacturer.name)
+    result = verdict.judge(pack.legs)
+    cold_chain = words.cold_chain_summary(result)
+    # An excursion is shown in red, but only the manufacturer's decision (quarantine, recall) says
+    # "do not use": many products tolerate a short excursion, and their QA judges it. Until then,
+    # the advice is to check with a pharmacist.
+    chain_level = words.WARNING if cold_chain.level == words.DANGER else cold_chain.level
+    levels = [notice.level for notice in (*notices, *([unit] if unit else []))] + [chain_level]
+    return {
+        "batch": batch,
+        "lot": batch.lot,
+        "expiry": words.day(batch.expires_on),
+        "serial": pack.link.serial,
+        "unit": unit,
+        "notices": notices or [words.released()],
+        "cold_chain": cold_chain,
+        "legs": [words.leg_view(leg) for leg in result.legs],
+        "advice": words.advice(words.worst(levels)),
+    }
+
+
+def _error(
+    request: HttpRequest,
+    status: int,
+    title: str,
+    text: str,
+    *,
+    wants_json: bool,
+    reason: str = "",
+    available: list[str] | None = None,
+) -> HttpResponse:
+    if wants_json:
+        problem: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": reason or text}
+        if available is not None:
+            problem["availableLinkTypes"] = available
+        response = JsonResponse(
+            problem, status=status, content_type="application/problem+json", json_dumps_params={"ensure_ascii": False}
+        )
+        return _public(response)
+    context = {"status": status, "title": title, "text": text, "reason": reason, "available": available}
+    return _render(request, "consumer/error.html", context, status=status)
+
+
+def _unknown(
+    request: HttpRequest, link: gs1.DigitalLink, unknown: reads.UnknownError, *, wants_json: bool
+) -> HttpResponse:
+    product = unknown.product
+    if product is None:
+        title = _("Unknown product")
+        text = _(
+            "No product with GTIN %(gtin)s is registered with ColdTrace. Check the code; if you scanned it "
+            "from a pack, show the pack to your pharmacist."
+        ) % {"gtin": link.gtin}
+    elif unknown.what == "variant":
+        title = _("Unknown product variant")
+        text = _("%(product)s has no variant %(variant)s registered with ColdTrace.") % {
+            "product": product.name,
+            "variant": link.cpv,
+        }
+    else:
+        title = _("Unknown batch")
+        text = _(
+            "%(manufacturer)s registered no batch %(lot)s of %(product)s. A pack with this code may not be "
+            "genuine: do not use it, and show it to your pharmacist."
+        ) % {"manufacturer": product.manufacturer.name, "lot": link.lot, "product": product.name}
+    return _error(request, 404, title, text, wants_json=wants_json)
+
+
+def _link_type_missing(
+    request: HttpRequest, requested: str, links: dict[str, list[linkset.Link]], *, wants_json: bool
+) -> HttpResponse:
+    if requested == "verificationService":
+        text = _("Product verification requests (linkType=verificationService) are not answered here yet.")
+    else:
+        text = _("This code has no link of type %(type)s.") % {"type": linkset.curie(requested)}
+    available = [linkset.curie(name) for name in (*links, "linkset")]
+    return _error(request, 404, _("Link type not available"), text, wants_json=wants_json, available=available)
