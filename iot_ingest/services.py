@@ -196,6 +196,7 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
     """
     counts: dict[str, int] = defaultdict(int)
     with transaction.atomic():
+        _commit_without_waiting_for_disk()
         rows = list(
             InboxMessage.objects.select_for_update(skip_locked=True)
             .filter(pk__in=list(ids), outcome=Outcome.PENDING)
@@ -218,6 +219,21 @@ def messages_process(ids: Iterable[int]) -> dict[str, int]:
         urgent = evaluation.urgent_shipments(batch.touched)
         transaction.on_commit(lambda: evaluation.evaluation_request(batch.touched, urgent=urgent))
     return dict(counts)
+
+
+def _commit_without_waiting_for_disk() -> None:
+    """On PostgreSQL, lets this transaction's commit return before its WAL reaches the disk.
+
+    Safe here, and only here: the messages were committed durably when they
+    entered the inbox. A database crash can lose the last moments of processing,
+    but whole transactions only, so those rows are simply pending again and the
+    sweeper queues them anew: nothing accepted is lost, nothing counts twice.
+    It spares each batch a disk flush, which on slow disks costs more than the
+    processing itself.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def _outcomes_save(rows: list[InboxMessage]) -> None:
