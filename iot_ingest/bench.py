@@ -119,6 +119,21 @@ def missing_service() -> str | None:
     return None
 
 
+def process_environment() -> dict[str, str]:
+    """What a process the bench starts needs: this (throwaway) database and the ledger key, production settings."""
+    db = connection.settings_dict
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
+    return {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER']}{password}@{host}/{db['NAME']}",
+        "LEDGER_KEY_FILE": str(settings.LEDGER_KEY_FILE),
+        "LEDGER_CREATE_KEY": "0",
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+    }
+
+
 def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> Result:
     """Publishes ``readings`` (10 a message; ``rate`` messages/s, 0: as fast as the inbox takes them) through
     ingest and worker processes and times them; then half as many again at PACED_SHARE of the rate they
@@ -262,20 +277,12 @@ class Stack:
 
     def environment(self) -> dict[str, str]:
         """The bench's database, broker, queue and ledger key; production settings otherwise."""
-        db = connection.settings_dict
-        password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-        host = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
         return {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}{password}@{host}/{db['NAME']}",
+            **process_environment(),
             "CELERY_QUEUE": self.queue,
             # Workers de-duplicate evaluation requests in the cache, so they share one, as deployed: the broker's
             # Redis database, away from a deployment's own cache (a separate database in docker/.env.example).
             "CACHE_URL": settings.CELERY_BROKER_URL,
-            "LEDGER_KEY_FILE": str(settings.LEDGER_KEY_FILE),
-            "LEDGER_CREATE_KEY": "0",
-            "DEBUG": "0",
-            "SECRET_KEY": secrets.token_urlsafe(50),
             "LOG_LEVEL": "INFO",
         }
 

@@ -25,10 +25,8 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.test.utils import override_settings, setup_databases, teardown_databases
-from django.urls import include, path
 from rest_framework.authtoken.models import Token
 
 from ledger import merkle, services, verify
@@ -36,15 +34,7 @@ from ledger.models import PendingEvent, TreeNode
 from ledger.selectors import live_ledger
 
 LEVEL_SHIFT = 40
-SECTIONS = ["web", "ledger", "proofs", "coldchain"]
-
-
-def bare(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(b"ok", content_type="text/plain")
-
-
-# The project's URLs plus one view that does nothing: the floor for any page.
-urlpatterns = [path("bench/bare", bare), path("", include("traceability.urls"))]
+SECTIONS = ["web", "ledger", "proofs", "coldchain", "pages"]
 
 
 @dataclass
@@ -106,7 +96,7 @@ class Command(BaseCommand):
             with (
                 tempfile.TemporaryDirectory(prefix="coldtrace-bench-") as scratch,
                 override_settings(
-                    ROOT_URLCONF=__name__,
+                    ROOT_URLCONF="iot_ingest.bench_pages",  # the project's URLs and /bench/bare
                     SECURE_SSL_REDIRECT=False,
                     ALLOWED_HOSTS=["*"],
                     LEDGER_KEY_FILE=Path(scratch) / "ledger.key",
@@ -129,6 +119,8 @@ class Command(BaseCommand):
                     self.table(f"proofs at {options['tree_size']:,} entries", self.proofs(options["tree_size"]))
                 if "coldchain" in only:
                     self.cold_chain(options)
+                if "pages" in only:
+                    self.pages(options["seconds"])
         finally:
             teardown_databases(databases, verbosity=0)
 
@@ -237,6 +229,35 @@ class Command(BaseCommand):
                         f"INSERT INTO {table} {columns} VALUES (%s, %s, %s)",  # noqa: S608  (our table names)
                         rows[start : start + 10_000],
                     )
+
+    def pages(self, seconds: float) -> None:
+        """The consumer page served by gunicorn under concurrent load, beside a bare view served the same way."""
+        from iot_ingest import bench, bench_pages
+
+        title = f"pages served by gunicorn ({bench_pages.WORKERS} workers, {bench_pages.CLIENTS} concurrent clients)"
+        if connection.vendor != "postgresql":
+            self.stdout.write(
+                f"\n{title}: skipped: the database is {connection.vendor}; set DATABASE_URL to PostgreSQL"
+            )
+            return
+        held = bench_pages.readings_load()
+        url = bench_pages.consumer_url()
+        with bench_pages.gunicorn(bench.process_environment()) as port:
+            floor = bench_pages.drive(port, "/bench/bare", seconds=max(seconds, 5))
+            page = bench_pages.drive(port, url, seconds=max(seconds, 5))
+        p50, p99 = (bench.percentile(page.latencies_ms, q) for q in (0.5, 0.99))
+        floor_p99 = bench.percentile(floor.latencies_ms, 0.99)
+        self.table(
+            f"{title}; {held:,} readings in the database",
+            [
+                Row("consumer page (Digital Link, a unit)", page.rate, "req/s", "bare Django view", floor.rate),
+                Row("consumer page latency p50", p50, "ms", "bare view p50", bench.percentile(floor.latencies_ms, 0.5)),
+                Row("consumer page latency p99", p99, "ms", "bare view p99", floor_p99),
+            ],
+        )
+        self.stdout.write(f"  goal: at least 500 req/s and p99 under 100 ms; page {url}")
+        if page.failures or floor.failures:
+            self.stdout.write(f"  note: {page.failures + floor.failures} requests did not answer 200")
 
     def cold_chain(self, options: dict[str, Any]) -> None:
         """Readings end to end through Mosquitto, ingest processes, Redis and workers, beside the raw limits."""
