@@ -24,20 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from django.urls import include, path
-
 WORKERS = 2  # gunicorn sync workers: one per core of the bench machine
 CLIENTS = 8  # concurrent connections
 READINGS = 1_000_000
-
-
-def bare(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(b"ok", content_type="text/plain")
-
-
-# The project's URLs plus one view that does nothing: the floor for any page.
-urlpatterns = [path("bench/bare", bare), path("", include("traceability.urls"))]
 
 
 def application() -> Any:
@@ -48,7 +37,7 @@ def application() -> Any:
     wsgi = get_wsgi_application()
     from django.conf import settings
 
-    settings.ROOT_URLCONF = __name__
+    settings.ROOT_URLCONF = "iot_ingest.bench_urls"
     return wsgi
 
 

@@ -96,7 +96,7 @@ class Command(BaseCommand):
             with (
                 tempfile.TemporaryDirectory(prefix="coldtrace-bench-") as scratch,
                 override_settings(
-                    ROOT_URLCONF="iot_ingest.bench_pages",  # the project's URLs and /bench/bare
+                    ROOT_URLCONF="iot_ingest.bench_urls",  # the project's URLs and /bench/bare
                     SECURE_SSL_REDIRECT=False,
                     ALLOWED_HOSTS=["*"],
                     LEDGER_KEY_FILE=Path(scratch) / "ledger.key",
