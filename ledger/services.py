@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import reduce
 from operator import or_
@@ -128,12 +129,16 @@ def tree_size() -> int:
 
 
 def nodes(wanted: Iterable[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
-    """The stored complete-subtree hashes for ``wanted`` keys, in one query."""
-    wanted = set(wanted)
-    if not wanted:
+    """The stored complete-subtree hashes for ``wanted`` keys, in one query with one condition per level
+    (one per node would pass SQLite's limit of a thousand terms for a page of proofs)."""
+    by_level: dict[int, set[int]] = defaultdict(set)
+    for level, index in wanted:
+        by_level[level].add(index)
+    if not by_level:
         return {}
-    match = reduce(or_, (Q(level=level, index=index) for level, index in wanted))
-    return {(n.level, n.index): bytes(n.hash) for n in TreeNode.objects.filter(match)}
+    match = reduce(or_, (Q(level=level, index__in=sorted(indexes)) for level, indexes in by_level.items()))
+    rows = TreeNode.objects.filter(match).values_list("level", "index", "hash")
+    return {(level, index): bytes(digest) for level, index, digest in rows}
 
 
 def entry_time(moment: datetime.datetime) -> str:

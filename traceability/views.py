@@ -30,7 +30,7 @@ def health(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok", "database": "ok"})
 
 
-def _tiles(statuses: type[TextChoices], rows: QuerySet[Any]) -> list[tuple[str, str, int]]:
+def status_tiles(statuses: type[TextChoices], rows: QuerySet[Any]) -> list[tuple[str, str, int]]:
     """(status, label, count) for every status, zeros included."""
     counts = dict(rows.order_by().values_list("status").annotate(n=Count("id")))
     return [(value, str(label), counts.get(value, 0)) for value, label in statuses.choices]
@@ -53,11 +53,11 @@ def home(request: HttpRequest) -> HttpResponse:
     context = {
         "organisation": organisation,
         "membership": membership,
-        "shipment_tiles": _tiles(Shipment.Status, shipments),
+        "shipment_tiles": status_tiles(Shipment.Status, shipments),
         "in_transit": shipments.filter(status=Shipment.Status.IN_TRANSIT)[:20],
         "recent_shipments": shipments[:10],
         "batches": batches[:20] if organisation.kind in (Kind.MANUFACTURER, Kind.REGULATOR) else [],
-        "batch_tiles": _tiles(Batch.Status, batches),
+        "batch_tiles": status_tiles(Batch.Status, batches),
         "organisations": Organisation.objects.all() if organisation.is_regulator else [],
     }
     return render(request, "traceability/home.html", context)

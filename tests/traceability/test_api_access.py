@@ -80,6 +80,9 @@ TABLE: dict[str, dict[str, Cells]] = {
     # treats as POST; logout accepts POST only and redirects.
     "home": anyone(GET=members(200, anonymous=302)),
     "health": anyone(GET=everyone(200)),
+    # The regulator's pages: other members are told they do not exist, anonymous visitors asked to sign in.
+    "regulator-overview": anyone(GET=members(404, regulator=200, anonymous=302)),
+    "regulator-ledger": anyone(GET=members(404, regulator=200, anonymous=302)),
     # Consumer pages at the GS1 Digital Link paths: public.
     "digital-link-gtin": anyone(GET=everyone(200)),
     "digital-link-lot": anyone(GET=everyone(200)),
@@ -265,6 +268,8 @@ def paths(world: World) -> dict[str, str]:
     return {
         "home": reverse("home"),
         "health": reverse("health"),
+        "regulator-overview": reverse("regulator-overview"),
+        "regulator-ledger": reverse("regulator-ledger"),
         "digital-link-gtin": reverse("digital-link-gtin", args=[world.product.gtin]),
         "digital-link-lot": reverse("digital-link-lot", args=[world.product.gtin, world.batch.lot]),
         "digital-link-serial": reverse("digital-link-serial", args=[world.product.gtin, world.batch.lot, serial]),

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from traceability.pages import regulator
+
+urlpatterns: list[URLPattern] = [
+    path("", regulator.overview, name="regulator-overview"),
+    path("ledger/", regulator.ledger, name="regulator-ledger"),
+]
