@@ -11,6 +11,8 @@ EVENT_TYPES = frozenset(
         # traceability
         "product.registered",
         "batch.registered",
+        "batch.quarantined",
+        "batch.released",
         "shipment.created",
         "shipment.dispatched",
         "custody.transferred",

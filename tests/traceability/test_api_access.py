@@ -80,6 +80,21 @@ TABLE: dict[str, dict[str, Cells]] = {
     # treats as POST; logout accepts POST only and redirects.
     "home": anyone(GET=members(200, anonymous=302)),
     "health": anyone(GET=everyone(200)),
+    # The manufacturer's pages (traceability/pages/manufacturer.py): for members of a manufacturer, about
+    # its own products and batches (the competitor has its own lists, without ours); a regulator reads the
+    # batch page too; anyone else is told nothing exists, and anonymous visitors are sent to sign in. The
+    # table posts JSON, which a form reads as empty: an empty registration and a status change without a
+    # reason are 400s for the manufacturer; the regulator sees the batch but may not change it.
+    "manufacturer-products": anyone(GET=members(404, manufacturer=200, competitor=200, anonymous=302)),
+    "manufacturer-batches": anyone(GET=members(404, manufacturer=200, competitor=200, anonymous=302)),
+    "manufacturer-batch-new": anyone(
+        GET=members(404, manufacturer=200, competitor=200, anonymous=302),
+        POST=members(404, manufacturer=400, competitor=400, anonymous=302),
+    ),
+    "manufacturer-batch": anyone(GET=members(404, manufacturer=200, regulator=200, anonymous=302)),
+    "manufacturer-batch-quarantine": anyone(POST=members(404, manufacturer=400, regulator=403, anonymous=302)),
+    "manufacturer-batch-release": anyone(POST=members(404, manufacturer=400, regulator=403, anonymous=302)),
+    "manufacturer-batch-labels": anyone(GET=members(404, manufacturer=200, anonymous=302)),
     # The regulator's pages: other members are told they do not exist, anonymous visitors asked to sign in.
     "regulator-overview": anyone(GET=members(404, regulator=200, anonymous=302)),
     "regulator-ledger": anyone(GET=members(404, regulator=200, anonymous=302)),
@@ -268,6 +283,13 @@ def paths(world: World) -> dict[str, str]:
     return {
         "home": reverse("home"),
         "health": reverse("health"),
+        "manufacturer-products": reverse("manufacturer-products"),
+        "manufacturer-batches": reverse("manufacturer-batches"),
+        "manufacturer-batch-new": reverse("manufacturer-batch-new"),
+        "manufacturer-batch": reverse("manufacturer-batch", args=[batch]),
+        "manufacturer-batch-quarantine": reverse("manufacturer-batch-quarantine", args=[batch]),
+        "manufacturer-batch-release": reverse("manufacturer-batch-release", args=[batch]),
+        "manufacturer-batch-labels": reverse("manufacturer-batch-labels", args=[batch]),
         "regulator-overview": reverse("regulator-overview"),
         "regulator-ledger": reverse("regulator-ledger"),
         "digital-link-gtin": reverse("digital-link-gtin", args=[world.product.gtin]),

@@ -99,12 +99,16 @@ def _legs(batch: Batch, now: datetime.datetime) -> tuple[verdict.Leg, ...]:
         )
         .order_by("dispatched_at", "id")
     )
-    return tuple(_leg(number, shipment, now) for number, shipment in enumerate(shipments, start=1))
+    return tuple(
+        shipment_leg(number, shipment, now, [alert.key for alert in shipment.flagged_alerts])  # type: ignore[attr-defined]
+        for number, shipment in enumerate(shipments, start=1)
+    )
 
 
-def _leg(number: int, shipment: Shipment, now: datetime.datetime) -> verdict.Leg:
+def shipment_leg(number: int, shipment: Shipment, now: datetime.datetime, keys: list[str]) -> verdict.Leg:
+    """A dispatched shipment as a leg: its excursions (prefetched) and the keys of its alerts that count
+    (limits exceeded, data gaps not filled by late readings)."""
     assert shipment.dispatched_at is not None  # a database constraint: dispatched unless planned
-    keys = [alert.key for alert in shipment.flagged_alerts]  # type: ignore[attr-defined]
     return verdict.Leg(
         number=number,
         state=verdict.LegState(shipment.status),

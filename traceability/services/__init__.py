@@ -11,6 +11,7 @@ its own transaction.
 from __future__ import annotations
 
 from traceability.services._common import actor_organisation
+from traceability.services.batch_status import batch_quarantine, batch_release
 from traceability.services.catalogue import batch_register, product_register, site_create
 from traceability.services.monitoring import alert_acknowledge, alert_resolve, monitoring_apply, readings_committed
 from traceability.services.shipments import (
@@ -26,7 +27,9 @@ __all__ = [
     "actor_organisation",
     "alert_acknowledge",
     "alert_resolve",
+    "batch_quarantine",
     "batch_register",
+    "batch_release",
     "custody_transfer",
     "monitoring_apply",
     "product_register",
