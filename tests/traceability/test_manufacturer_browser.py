@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from tests import factories
 from tests.browser_checks import RECORD_CSP_VIOLATIONS, assert_clean
@@ -173,18 +174,20 @@ def test_the_lists_lead_to_the_batch_page_with_its_cold_chain(
     page.screenshot(path=tmp_path / "products.png", full_page=True)
 
     page.get_by_role("link", name="1 batch").click()
-    assert page.get_by_label("Product").input_value() == str(product.pk)
+    expect(page.get_by_label("Product")).to_have_value(str(product.pk))
     assert_clean(page)
     page.get_by_label("Status").select_option("quarantined")
     page.get_by_role("button", name="Show").click()
-    assert "No batches match." in page.locator("main").inner_text()
+    expect(page.locator("main")).to_contain_text("No batches match.")
     assert_clean(page)
     page.get_by_label("Status").select_option("active")
     page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("link", name="MV2405")).to_be_visible()
     page.screenshot(path=tmp_path / "batches.png", full_page=True)
 
     page.get_by_role("link", name="MV2405").click()
-    assert page.url == f"{base}/manufacturer/batches/{batch.pk}/"
+    expect(page).to_have_url(f"{base}/manufacturer/batches/{batch.pk}/")
+    page.wait_for_load_state("load")
     qr = page.get_by_role("img", name=re.compile("QR code of the batch's Digital Link"))
     assert qr.evaluate("image => image.complete && image.naturalWidth") > 0
     shipments = page.get_by_role("region", name="Shipments and their cold chain").inner_text()
