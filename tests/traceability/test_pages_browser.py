@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from tests.browser_checks import RECORD_CSP_VIOLATIONS, assert_clean
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "demo-password-for-tests"
@@ -17,7 +19,9 @@ def demo(live_server: object) -> str:
 
 
 def sign_in(page: object, base: str, username: str, password: str = PASSWORD) -> None:
+    page.add_init_script(RECORD_CSP_VIOLATIONS)  # type: ignore[attr-defined]
     page.goto(f"{base}/")  # type: ignore[attr-defined]
+    assert_clean(page)  # the sign-in page
     page.get_by_label("Username").fill(username)  # type: ignore[attr-defined]
     page.get_by_label("Password").fill(password)  # type: ignore[attr-defined]
     page.get_by_role("button", name="Sign in").click()  # type: ignore[attr-defined]
@@ -42,7 +46,7 @@ def test_each_role_lands_on_its_own_page(
     body = page.locator("main").inner_text()  # type: ignore[attr-defined]
     assert sees in body
     assert does_not_see not in body
-    assert page.console_errors == []  # type: ignore[attr-defined]
+    assert_clean(page)
 
 
 def test_regulator_sees_every_organisation_and_all_twelve_shipments(page: object, demo: str) -> None:
