@@ -80,6 +80,15 @@ TABLE: dict[str, dict[str, Cells]] = {
     # treats as POST; logout accepts POST only and redirects.
     "home": anyone(GET=members(200, anonymous=302)),
     "health": anyone(GET=everyone(200)),
+    # Logistics pages: members read what they see; anonymous visitors are sent to sign in. The table's bodies
+    # are JSON, which a form does not read: acknowledging needs no comment (302 back), resolving does (400).
+    # The regulator reads alerts but only the shipment's parties handle them (403).
+    "logistics-board": anyone(GET=members(200, anonymous=302)),
+    "logistics-board-json": anyone(GET=members(200, anonymous=302)),
+    "logistics-alerts": anyone(GET=members(200, anonymous=302)),
+    "logistics-alert-acknowledge": anyone(POST=members(302, regulator=403, anonymous=302, **OUTSIDERS)),
+    "logistics-alert-resolve": anyone(POST=members(400, regulator=403, anonymous=302, **OUTSIDERS)),
+    "logistics-shipment": anyone(GET=members(200, anonymous=302, **OUTSIDERS)),
     # The manufacturer's pages (traceability/pages/manufacturer.py): for members of a manufacturer, about
     # its own products and batches (the competitor has its own lists, without ours); a regulator reads the
     # batch page too; anyone else is told nothing exists, and anonymous visitors are sent to sign in. The
@@ -283,6 +292,12 @@ def paths(world: World) -> dict[str, str]:
     return {
         "home": reverse("home"),
         "health": reverse("health"),
+        "logistics-board": reverse("logistics-board"),
+        "logistics-board-json": reverse("logistics-board-json"),
+        "logistics-alerts": reverse("logistics-alerts"),
+        "logistics-alert-acknowledge": reverse("logistics-alert-acknowledge", args=[alert.pk]),
+        "logistics-alert-resolve": reverse("logistics-alert-resolve", args=[alert.pk]),
+        "logistics-shipment": reverse("logistics-shipment", args=[world.in_transit.pk]),
         "manufacturer-products": reverse("manufacturer-products"),
         "manufacturer-batches": reverse("manufacturer-batches"),
         "manufacturer-batch-new": reverse("manufacturer-batch-new"),

@@ -82,6 +82,8 @@ def test_a_manufacturer_registers_a_batch_quarantines_it_and_prints_its_labels(
 
     page.get_by_label("Lot").fill("MV2406")
     page.get_by_role("button", name="Register").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Batch MV2406")
+    page.wait_for_load_state("load")
     batch = Batch.objects.get()
     assert page.url == f"{base}/manufacturer/batches/{batch.pk}/"
     assert page.get_by_role("heading", level=1).inner_text().startswith("Batch MV2406")
