@@ -169,18 +169,9 @@ def drive(port: int, url: str, *, seconds: float, clients: int = CLIENTS) -> Loa
 
 def consumer_url() -> str:
     """The Digital Link path of a unit of the demo batch that travelled the most legs."""
-    from django.db.models import Count
+    from iot_ingest.management.commands.seed_demo import travelled_pack_link
 
-    from traceability.models import Batch
-
-    batch = (
-        Batch.objects.annotate(legs=Count("shipment_items__shipment", distinct=True))
-        .select_related("product")
-        .order_by("-legs", "id")
-        .first()
-    )
-    if batch is None:
+    link = travelled_pack_link()
+    if link is None:
         raise RuntimeError("the bench needs the demo data (seed_demo): no batch")
-    serial = batch.serials.values_list("serial", flat=True).first()
-    link = batch.digital_link(serial=serial)
     return "/" + link.split("/", 3)[3]

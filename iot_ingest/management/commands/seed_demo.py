@@ -19,6 +19,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from iot_ingest import services as ingest
@@ -106,6 +107,19 @@ SHIPMENTS = (
 )
 
 
+def travelled_pack_link() -> str | None:
+    """The Digital Link of a unit of the batch that travelled the most legs (what a consumer would scan)."""
+    batch = (
+        Batch.objects.annotate(legs=Count("shipment_items__shipment", distinct=True))
+        .select_related("product")
+        .order_by("-legs", "id")
+        .first()
+    )
+    if batch is None:
+        return None
+    return batch.digital_link(serial=batch.serials.values_list("serial", flat=True).first())
+
+
 class Command(BaseCommand):
     help = "Creates the demo organisations, users, products, batches and shipments (idempotent)."
 
@@ -124,6 +138,9 @@ class Command(BaseCommand):
         self.stdout.write(f"Sign in at {settings.BASE_URL}/ with password {password!r} as:")
         for spec in ORGANISATIONS:
             self.stdout.write(f"  {spec.key:<14} {spec.name} ({spec.kind})")
+        link = travelled_pack_link()
+        if link:
+            self.stdout.write(f"A pack's consumer page (the address in its QR code): {link}")
 
     def _organisation(self, spec: OrgSpec, password: str) -> Any:
         organisation, _ = Organisation.objects.get_or_create(
