@@ -54,6 +54,7 @@ class Command(BaseCommand):
             "ingest": ingest,
         }  # fmt: skip
         processes = {}
+        signal.signal(signal.SIGTERM, _interrupt)  # stopped by a supervisor: stop the children as on Ctrl-C
         try:
             for name, command in commands.items():
                 processes[name] = subprocess.Popen(command)  # noqa: S603  (our own commands)
@@ -70,6 +71,10 @@ class Command(BaseCommand):
             pass
         finally:
             _stop(processes.values())
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _bind(url: str) -> str:
