@@ -22,7 +22,7 @@ demo: $(STAMP)
 	DEBUG=1 $(BIN)/python manage.py run_demo
 
 test: $(STAMP)
-	DEBUG=1 $(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+	DEBUG=1 $(BIN)/python -m pytest -n 2 --basetemp=var/test-runs $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	DEBUG=1 $(BIN)/python manage.py bench
