@@ -160,6 +160,16 @@ def test_every_party_and_the_regulator_see_the_shipment(
         assert signed_in(persona).get(f"/logistics/shipments/{shipment.pk}/").status_code == 200
 
 
+def test_the_landing_page_links_each_shipment_to_its_page_for_every_party_and_the_regulator(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, regulator: Persona, shipment: Shipment
+) -> None:
+    link = f'<a href="/logistics/shipments/{shipment.pk}/">{shipment.reference}</a>'
+    for persona in (manufacturer, carrier, pharmacy, regulator):
+        client = signed_in(persona)
+        assert client.get("/").content.decode().count(link) == 2  # in transit, and most recent
+        assert client.get(f"/logistics/shipments/{shipment.pk}/").status_code == 200
+
+
 def test_a_viewer_reads_alerts_but_is_refused_handling_them(carrier: Persona, critical: Alert) -> None:
     viewer = make_persona("viewer", carrier.organisation.kind, role=Membership.Role.VIEWER)
     Membership.objects.filter(user=viewer.user).update(organisation=carrier.organisation)
@@ -574,6 +584,16 @@ def test_an_altered_entry_does_not_verify(carrier: Persona, critical: Alert) -> 
     assert logistics._entry_state(entry, keys, signed, nodes) == ("failed", "its hash is not the hash of its data")
     entry.leaf, entry.signature = leaf, bytes(64)
     assert logistics._entry_state(entry, keys, signed, nodes)[0] == "failed"
+
+
+def test_a_checkpoint_signed_for_another_log_is_not_trusted(carrier: Persona, critical: Alert, settings: Any) -> None:
+    ledger.ledger_commit()
+    settings.LEDGER_ORIGIN = "ledger.elsewhere.example"  # the stored keys and checkpoint are another log's now
+    body = signed_in(carrier).get(f"/logistics/shipments/{critical.shipment_id}/").content.decode()
+    problem = "the newest checkpoint is signed for another log, ledger.coldtrace.local"
+    assert f'<strong class="error">{problem}</strong>' in body
+    assert body.count(f"does not verify: {problem}") == body.count("<tr data-seq=") >= 3
+    assert "verified in checkpoint" not in body
 
 
 def test_the_chart_shades_the_range_and_marks_excursions(

@@ -645,6 +645,39 @@ def test_the_batch_page_gives_every_shipments_cold_chain_verdict_and_the_alerts(
     assert cold.reference not in alerts
 
 
+def test_the_batch_page_links_each_shipment_to_its_page_which_the_maker_and_a_regulator_may_open(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, regulator: Persona, batch: Batch
+) -> None:
+    delivered = ship(batch, manufacturer, carrier, pharmacy)
+    moving = ship(batch, manufacturer, carrier, pharmacy, outcome="in_transit")
+    links = {
+        shipment: f'<a href="/logistics/shipments/{shipment.pk}/">{shipment.reference}</a>'
+        for shipment in (delivered, moving)
+    }
+    for persona in (manufacturer, regulator):
+        client = signed_in(persona)
+        page = client.get(batch_url(batch)).content.decode()
+        carried = re.search(r'<section aria-labelledby="shipments-heading".*?</section>', page, re.S)
+        where = re.search(r'<section aria-labelledby="where-heading".*?</section>', page, re.S)
+        assert carried is not None
+        assert where is not None
+        assert all(link in carried.group() for link in links.values())
+        assert links[moving] in where.group()  # on the move
+        for shipment in links:
+            assert client.get(f"/logistics/shipments/{shipment.pk}/").status_code == 200
+
+
+def test_a_flash_message_is_shown_once_in_the_layout_above_the_page(manufacturer: Persona, batch: Batch) -> None:
+    client = signed_in(manufacturer)
+    client.post(batch_url(batch, "manufacturer-batch-quarantine"), {"reason": "Excursion under review."})
+    page = client.get(batch_url(batch)).content.decode()
+    main = re.search(r"<main>(.*)</main>", page, re.S)
+    assert main is not None
+    assert main.group(1).count('role="status"') == 1
+    assert main.group(1).index("Batch MV2405 quarantined.") < main.group(1).index("<h1>")
+    assert 'role="status"' not in client.get(batch_url(batch)).content.decode()  # shown once, then gone
+
+
 def test_the_batch_page_takes_the_same_number_of_queries_for_many_shipments(
     manufacturer: Persona, carrier: Persona, pharmacy: Persona, batch: Batch
 ) -> None:

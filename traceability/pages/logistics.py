@@ -38,7 +38,7 @@ from django.utils.translation import gettext_lazy, ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
-from ledger import merkle, note
+from ledger import checks, merkle, note
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger_services
 from ledger.models import Checkpoint, Entry, PendingEvent
@@ -599,7 +599,7 @@ def _ledger(request: HttpRequest, shipment: Shipment) -> LedgerSection:
     An entry is verified when its hash is that of its data, its signature
     verifies under the key that made it, and its RFC 9162 inclusion proof,
     computed from the stored tree, leads to the root of a checkpoint whose
-    signed note verifies under the log's keys.
+    signed note verifies under the log's keys (``ledger.checks``).
     """
     subject = f"shipment:{shipment.reference}"
     entries = ledger_selectors.readable_entries(request).filter(subject=subject)
@@ -610,28 +610,14 @@ def _ledger(request: HttpRequest, shipment: Shipment) -> LedgerSection:
     verifiers = ledger_services.verifiers()
     stored = Checkpoint.objects.order_by("-size").first()
     signed, problem = _signed_checkpoint(stored, verifiers)
-    wanted: set[merkle.NodeKey] = set()
-    if signed is not None:
-        for entry in shown:
-            if entry.seq < signed.size:
-                wanted |= merkle.inclusion_keys(entry.seq, signed.size)
-    nodes = ledger_services.nodes(wanted)
-    keys = {verifier.key_id.hex(): verifier for verifier in verifiers}
+    nodes = ledger_services.nodes(checks.proof_keys([entry.seq for entry in shown], signed))
+    keys = checks.by_key_id(verifiers)
     rows = []
     for entry in shown:
         state, reason = _entry_state(entry, keys, signed, nodes)
         if problem and state != FAILED:
             state, reason = FAILED, problem
-        rows.append(
-            LedgerRow(
-                seq=entry.seq,
-                time=entry.time,
-                type=entry.type,
-                facts=_facts(bytes(entry.leaf)),
-                state=state,
-                reason=reason,
-            )
-        )
+        rows.append(LedgerRow(entry.seq, entry.time, entry.type, _facts(bytes(entry.leaf)), state, reason))
     return LedgerSection(
         rows=rows,
         checkpoint=stored,
@@ -646,13 +632,14 @@ def _signed_checkpoint(stored: Checkpoint | None, verifiers: list[note.Verifier]
     """The newest checkpoint as its signed note says it, or why it cannot be trusted."""
     if stored is None:
         return None, ""
-    try:
-        signed = note.open_checkpoint(stored.note, verifiers)
-    except note.NoteError as error:
-        return None, _("the newest checkpoint does not verify: %(error)s") % {"error": error}
-    if signed.size != stored.size or signed.root != bytes(stored.root):
+    check = checks.checkpoint_check(stored, verifiers)
+    if check.head is None:
+        return None, _("the newest checkpoint does not verify: %(error)s") % {"error": check.note_error}
+    if check.foreign:
+        return None, _("the newest checkpoint is signed for another log, %(origin)s") % {"origin": check.head.origin}
+    if not check.verified:
         return None, _("the newest checkpoint's signed note disagrees with the stored tree size or root")
-    return signed, ""
+    return check.head, ""
 
 
 def _entry_state(
@@ -661,22 +648,19 @@ def _entry_state(
     checkpoint: note.Checkpoint | None,
     nodes: dict[merkle.NodeKey, bytes],
 ) -> tuple[str, str]:
-    leaf = bytes(entry.leaf)
-    digest = merkle.leaf_hash(leaf)
-    if digest != bytes(entry.hash):
+    """VERIFIED, AWAITING or FAILED with the first reason, in the page's words."""
+    check = checks.entry_check(entry, checkpoint, keys, nodes)
+    if not check.hash_matches:
         return FAILED, _("its hash is not the hash of its data")
-    verifier = keys.get(entry.key_id)
-    if verifier is None or not verifier.verify(leaf, bytes(entry.signature)):
+    if not check.signed_by:
         return FAILED, _("its signature does not verify under key %(key)s") % {"key": entry.key_id}
-    if checkpoint is None or entry.seq >= checkpoint.size:
+    if checkpoint is None or check.inclusion is checks.Inclusion.PENDING:
         return AWAITING, ""
-    try:
-        proof = merkle.inclusion_proof(entry.seq, checkpoint.size, nodes)
-    except merkle.MissingNodeError:
+    if check.inclusion is checks.Inclusion.VERIFIED:
+        return VERIFIED, ""
+    if check.proof is None:
         return FAILED, _("a hash its inclusion proof needs is missing from the tree")
-    if not merkle.verify_inclusion(entry.seq, checkpoint.size, digest, proof, checkpoint.root):
-        return FAILED, _("its inclusion proof does not lead to the checkpoint's root")
-    return VERIFIED, ""
+    return FAILED, _("its inclusion proof does not lead to the checkpoint's root")
 
 
 def _facts(leaf: bytes) -> str:

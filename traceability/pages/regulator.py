@@ -10,19 +10,19 @@ verifies (the ``size`` and ``root`` columns are only compared with it).
 Proofs are computed from the stored Merkle nodes and checked with
 ``ledger.merkle``'s pure verifiers against those signed roots, and an entry's
 leaf hash is recomputed from its stored bytes. So an altered checkpoint,
-node or entry shows as not verified.
+node or entry shows as not verified. The checks of one checkpoint and one
+entry are ``ledger.checks``'s, which the shipment page shares; the
+consistency of the newest two checkpoints is this page's own.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -33,7 +33,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from ledger import merkle, note
+from ledger import checks, merkle, note
 from ledger import selectors as ledger_selectors
 from ledger import services as ledger_services
 from ledger.models import Checkpoint, Entry, PendingEvent
@@ -146,47 +146,6 @@ def overview(request: HttpRequest) -> HttpResponse:
 # The ledger: checkpoints ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CheckpointCheck:
-    """A stored checkpoint and what verifying its signed note found."""
-
-    row: Checkpoint
-    head: note.Checkpoint | None  # the tree head the verified signature vouches for
-    signed_by: tuple[str, ...]  # "<name>+<key id>" of each known key whose signature verified
-    problems: tuple[str, ...]
-
-    @property
-    def verified(self) -> bool:
-        return self.head is not None and not self.problems
-
-    @property
-    def root_hex(self) -> str:
-        return bytes(self.row.root).hex()
-
-
-def _checkpoint_check(row: Checkpoint, verifiers: Sequence[note.Verifier]) -> CheckpointCheck:
-    try:
-        head = note.open_checkpoint(row.note, verifiers)
-        opened = note.open_note(row.note, verifiers)
-    except note.NoteError as error:
-        return CheckpointCheck(row, None, (), (_("Its signed note does not verify: %(reason)s") % {"reason": error},))
-    problems = []
-    if head.origin != settings.LEDGER_ORIGIN:
-        problems.append(
-            _("It is signed for the log %(signed)s, not this one (%(ours)s).")
-            % {"signed": head.origin, "ours": settings.LEDGER_ORIGIN}
-        )
-    if head.size != row.size:
-        problems.append(
-            _("Its note is signed for a tree of %(signed)d entries but it is stored as checkpoint %(stored)d.")
-            % {"signed": head.size, "stored": row.size}
-        )
-    if head.root != bytes(row.root):
-        problems.append(_("Its stored root hash differs from the root hash its note is signed for."))
-    signed_by = tuple(f"{verifier.name}+{verifier.key_id.hex()}" for verifier in opened.verified_by)
-    return CheckpointCheck(row, head, signed_by, tuple(problems))
-
-
 def _verifiers() -> tuple[list[note.Verifier], str]:
     """Every key that ever signed for the log, and why there are none when a stored key is unusable."""
     try:
@@ -216,7 +175,7 @@ class Head:
     reason: str
 
 
-def _trusted_head(newest: CheckpointCheck | None, tree_size: int) -> Head:
+def _trusted_head(newest: checks.CheckpointCheck | None, tree_size: int) -> Head:
     if newest is None:
         return Head(None, _("No checkpoint has been signed yet."))
     if not newest.verified or newest.head is None:
@@ -231,7 +190,7 @@ def _trusted_head(newest: CheckpointCheck | None, tree_size: int) -> Head:
 
 
 def _consistency(
-    previous: CheckpointCheck, newest: CheckpointCheck, head: Head, nodes: Mapping[merkle.NodeKey, bytes]
+    previous: checks.CheckpointCheck, newest: checks.CheckpointCheck, head: Head, nodes: Mapping[merkle.NodeKey, bytes]
 ) -> Consistency:
     """Proves the newest tree extends the previous one, from the stored nodes, against the signed roots."""
     first, second = previous.row.size, newest.row.size
@@ -265,7 +224,7 @@ def _tree_matches(head: Head, nodes: Mapping[merkle.NodeKey, bytes]) -> bool:
         return False
 
 
-def _consistency_keys(previous: CheckpointCheck | None, head: Head) -> set[merkle.NodeKey]:
+def _consistency_keys(previous: checks.CheckpointCheck | None, head: Head) -> set[merkle.NodeKey]:
     if previous is None or previous.head is None or head.head is None:
         return set()
     try:
@@ -318,25 +277,13 @@ def _before(raw: str | None) -> int | None:
     return int(raw)
 
 
-class Inclusion(enum.StrEnum):
-    VERIFIED = "verified"
-    PENDING = "pending"  # newer than the newest checkpoint
-    FAILED = "failed"
-
-
 @dataclass(frozen=True)
-class EntryCheck:
-    """One entry as the page shows it, and what verifying it found."""
+class EntryRow:
+    """One entry as the page shows it: what verifying it found, its time and its data."""
 
-    seq: int
-    type: str
+    check: checks.EntryCheck
     time: str
     data: str  # pretty JSON of the leaf's "data"
-    leaf_hash: str  # recomputed from the stored leaf bytes
-    hash_matches: bool  # the stored hash column equals it
-    signed_by: str  # the key id whose signature verified, "" if none did
-    inclusion: Inclusion
-    proof: tuple[str, ...]
     reason: str  # why inclusion is not verified
 
 
@@ -348,40 +295,10 @@ def _data(leaf: bytes) -> str:
         return leaf.decode(errors="replace")
 
 
-def _entry_check(
-    entry: Entry, head: Head, verifiers: Mapping[str, note.Verifier], nodes: Mapping[merkle.NodeKey, bytes]
-) -> EntryCheck:
-    leaf = bytes(entry.leaf)
-    digest = merkle.leaf_hash(leaf)
-    verifier = verifiers.get(entry.key_id)
-    signed = verifier is not None and verifier.verify(leaf, bytes(entry.signature))
-    proof: tuple[str, ...] = ()
-    inclusion, reason = Inclusion.FAILED, head.reason
-    if head.head is not None and entry.seq >= head.head.size:
-        inclusion, reason = Inclusion.PENDING, ""
-    elif head.head is not None:
-        try:
-            path = merkle.inclusion_proof(entry.seq, head.head.size, nodes)
-        except merkle.MissingNodeError as error:
-            reason = _("No inclusion proof can be made from the stored tree: %(reason)s") % {"reason": error}
-        else:
-            proof = tuple(merkle.proof_to_hex(path))
-            if merkle.verify_inclusion(entry.seq, head.head.size, digest, path, head.head.root):
-                inclusion, reason = Inclusion.VERIFIED, ""
-            else:
-                reason = _("The proof does not lead from this entry's leaf hash to the checkpoint's signed root.")
-    return EntryCheck(
-        seq=entry.seq,
-        type=entry.type,
-        time=ledger_services.entry_time(entry.time),
-        data=_data(leaf),
-        leaf_hash=digest.hex(),
-        hash_matches=digest == bytes(entry.hash),
-        signed_by=entry.key_id if signed else "",
-        inclusion=inclusion,
-        proof=proof,
-        reason=reason,
-    )
+def _entry_row(check: checks.EntryCheck, head: Head) -> EntryRow:
+    entry = check.entry
+    reason = check.reason if head.head is not None else head.reason  # why no checkpoint is trusted, said once
+    return EntryRow(check, ledger_services.entry_time(entry.time), _data(bytes(entry.leaf)), reason)
 
 
 @dataclass(frozen=True)
@@ -406,13 +323,6 @@ def _search(request: HttpRequest) -> Search | None:
     return Search(subject, total, found[:SUBJECT_ENTRIES], older)
 
 
-def _inclusion_keys(search: Search | None, head: Head) -> set[merkle.NodeKey]:
-    if search is None or head.head is None:
-        return set()
-    size = head.head.size
-    return {key for entry in search.entries if entry.seq < size for key in merkle.inclusion_keys(entry.seq, size)}
-
-
 @require_safe
 @never_cache
 @login_required
@@ -424,9 +334,9 @@ def ledger(request: HttpRequest) -> HttpResponse:
     organisation = _regulator(request)
     now = timezone.now()
     verifiers, keys_problem = _verifiers()
-    checks = [_checkpoint_check(row, verifiers) for row in Checkpoint.objects.order_by("-size")[:2]]
-    newest: CheckpointCheck | None = checks[0] if checks else None
-    previous: CheckpointCheck | None = checks[1] if len(checks) > 1 else None
+    stored = [checks.checkpoint_check(row, verifiers) for row in Checkpoint.objects.order_by("-size")[:2]]
+    newest = stored[0] if stored else None
+    previous = stored[1] if len(stored) > 1 else None
     tree_size = ledger_services.tree_size()
     head = _trusted_head(newest, tree_size)
     error, search = "", None
@@ -434,11 +344,12 @@ def ledger(request: HttpRequest) -> HttpResponse:
         search = _search(request)
     except BadQuery as bad:
         error = str(bad)
-    wanted = _consistency_keys(previous, head) | _inclusion_keys(search, head)
+    entries = search.entries if search else []
+    wanted = _consistency_keys(previous, head) | checks.proof_keys([entry.seq for entry in entries], head.head)
     if head.head is not None:
         wanted |= merkle.root_keys(head.head.size)
     nodes = ledger_services.nodes(wanted)
-    by_key_id = {verifier.key_id.hex(): verifier for verifier in verifiers}
+    keys = checks.by_key_id(verifiers)
     context = {
         "organisation": organisation,
         "now": now,
@@ -454,6 +365,6 @@ def ledger(request: HttpRequest) -> HttpResponse:
         "subject_input": request.GET.get("subject", ""),
         "error": error,
         "search": search,
-        "results": [_entry_check(entry, head, by_key_id, nodes) for entry in search.entries] if search else [],
+        "results": [_entry_row(checks.entry_check(entry, head.head, keys, nodes), head) for entry in entries],
     }
     return render(request, "regulator/ledger.html", context, status=400 if error else 200)
