@@ -201,6 +201,21 @@ def test_a_leg_with_an_excursion_is_named_with_how_warm_and_how_long(
     assert "Check before use" in text_of(html)
 
 
+def test_a_batch_on_many_legs_lists_ten_the_troubled_first_and_counts_the_rest(
+    batch: Batch, manufacturer: Persona, carrier: Persona, pharmacy: Persona
+) -> None:
+    log(ship(batch, manufacturer, carrier, pharmacy, hours=30), lambda h: 12.4 if 4 <= h < 7 else 5.0)
+    for hours in range(29, 18, -1):
+        log(ship(batch, manufacturer, carrier, pharmacy, hours=hours), cold)
+
+    chain = section(page(path(batch))[1], "cold-chain")
+
+    assert "Temperature problem on leg 1 of 12" in chain
+    listed = re.findall(r"Leg (\d+):", chain)
+    assert listed == ["1", "4", "5", "6", "7", "8", "9", "10", "11", "12"]
+    assert "2 more legs are not listed here." in chain
+
+
 def test_a_leg_still_in_transit_says_so_and_judges_only_the_record_so_far(
     batch: Batch, manufacturer: Persona, carrier: Persona, pharmacy: Persona
 ) -> None:

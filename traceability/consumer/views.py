@@ -46,6 +46,7 @@ from traceability.consumer import linkset, reads, verdict, words
 from traceability.models import Batch
 
 CACHE_SECONDS = 60
+LEGS_SHOWN = 10
 JSON_TYPES = (linkset.MEDIA_TYPE, "application/json")
 JSONLD_CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 
@@ -197,6 +198,7 @@ def _batch_context(pack: reads.Pack, batch: Batch) -> dict[str, Any]:
     if pack.link.serial is not None:
         unit = words.unit_notice(pack.link.serial, pack.serial_status, pack.product.manufacturer.name)
     result = verdict.judge(pack.legs)
+    shown = _legs_shown(result.legs)
     cold_chain = words.cold_chain_summary(result)
     # An excursion is shown in red, but only the manufacturer's decision (quarantine, recall) says
     # "do not use": many products tolerate a short excursion, and their QA judges it. Until then,
@@ -211,9 +213,22 @@ def _batch_context(pack: reads.Pack, batch: Batch) -> dict[str, Any]:
         "unit": unit,
         "notices": notices or [words.released()],
         "cold_chain": cold_chain,
-        "legs": [words.leg_view(leg) for leg in result.legs],
+        "legs": [words.leg_view(leg) for leg in shown],
+        "legs_unlisted": len(result.legs) - len(shown),
         "advice": words.advice(words.worst(levels)),
     }
+
+
+def _legs_shown(legs: tuple[verdict.Leg, ...]) -> list[verdict.Leg]:
+    """The legs described one by one, in order: those with a problem first, then the latest, LEGS_SHOWN at most.
+
+    A batch spread over hundreds of shipments would otherwise make a page no one
+    reads on a phone, and no server renders quickly; the summary above counts them all.
+    """
+    troubled = [leg for leg in legs if not leg.held][:LEGS_SHOWN]
+    room = LEGS_SHOWN - len(troubled)
+    latest = [leg for leg in legs if leg.held][-room:] if room else []
+    return sorted(troubled + latest, key=lambda leg: leg.number)
 
 
 def _error(
