@@ -334,7 +334,19 @@ def _leg(number: int, shipment: Shipment, now: datetime.datetime) -> verdict.Leg
     """The shipment's temperature record as the consumer page judges it."""
     limits = {limit.value for limit in verdict.Limit}
     keys = [alert.key for alert in shipment.alerts.all() if alert.key in limits or _unfilled_gap(alert)]
-    return reads.shipment_leg(number, shipment, now, keys)
+    return reads.leg(
+        number,
+        status=shipment.status,
+        celsius=(shipment.contract.min_celsius, shipment.contract.max_celsius),
+        dispatched_at=shipment.dispatched_at,
+        closed_at=shipment.closed_at,
+        excursions=[
+            reads.excursion_fact(e.direction, e.peak_celsius, e.duration_seconds, e.ended_at)
+            for e in shipment.excursions.all()
+        ],
+        keys=keys,
+        now=now,
+    )
 
 
 def _unfilled_gap(alert: Alert) -> bool:
