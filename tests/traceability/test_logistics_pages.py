@@ -29,7 +29,7 @@ from tests.conftest import Persona, make_persona
 from tests.factories import BatchFactory, ProductFactory, UserFactory
 from traceability import coldchain, services
 from traceability.models import Alert, Batch, Membership, Shipment
-from traceability.pages import logistics
+from traceability.pages import shipment_ledger
 
 pytestmark = pytest.mark.django_db
 MINUTE = datetime.timedelta(minutes=1)
@@ -574,16 +574,16 @@ def test_an_altered_entry_does_not_verify(carrier: Persona, critical: Alert) -> 
     assert entry is not None
     verifiers = ledger.verifiers()
     keys = {verifier.key_id.hex(): verifier for verifier in verifiers}
-    signed, problem = logistics._signed_checkpoint(Checkpoint.objects.order_by("-size").first(), verifiers)
+    signed, problem = shipment_ledger.signed_checkpoint(Checkpoint.objects.order_by("-size").first(), verifiers)
     assert signed is not None
     assert problem == ""
     leaf = bytes(entry.leaf)
     nodes = ledger.nodes(merkle.inclusion_keys(entry.seq, signed.size))
-    assert logistics._entry_state(entry, keys, signed, nodes) == ("verified", "")
+    assert shipment_ledger.entry_state(entry, keys, signed, nodes) == ("verified", "")
     entry.leaf = leaf.replace(b'"reference"', b'"Reference"')
-    assert logistics._entry_state(entry, keys, signed, nodes) == ("failed", "its hash is not the hash of its data")
+    assert shipment_ledger.entry_state(entry, keys, signed, nodes) == ("failed", "its hash is not the hash of its data")
     entry.leaf, entry.signature = leaf, bytes(64)
-    assert logistics._entry_state(entry, keys, signed, nodes)[0] == "failed"
+    assert shipment_ledger.entry_state(entry, keys, signed, nodes)[0] == "failed"
 
 
 def test_a_checkpoint_signed_for_another_log_is_not_trusted(carrier: Persona, critical: Alert, settings: Any) -> None:
