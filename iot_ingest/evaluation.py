@@ -28,7 +28,7 @@ from traceability.models import Alert, Shipment
 logger = logging.getLogger(__name__)
 
 CALM_SECONDS = 5  # how long the evaluation of calm readings may wait (coldchain.calm), to take more at once
-WATCHED_SHIPMENTS = 2000  # monitors a worker process keeps (each holds its MKT window's readings)
+WATCHED_SHIPMENTS = 500  # monitors a worker process keeps: each holds its MKT window (a day of minutes: ~200 KiB)
 # An evaluation that finds what this process applied less than this ago is not applied again (applying is
 # idempotent, but takes a lock, a dozen queries and a commit); other processes' changes are still met within it.
 REAPPLY_SECONDS = 60.0
