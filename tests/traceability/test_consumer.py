@@ -11,7 +11,6 @@ import ast
 import datetime
 import gettext
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,9 @@ from ledger import services as ledger
 from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona
-from traceability import coldchain, gs1, services
+from tests.scenarios import log_temperatures as log
+from tests.scenarios import register_batch
+from traceability import gs1, services
 from traceability.consumer import verdict, words
 from traceability.models import Batch, Product, SerialNumber, Shipment
 
@@ -52,19 +53,6 @@ def product(manufacturer: Persona) -> Product:
         strength="0.5 ml",
         storage_profile="2-8C",
         freeze_sensitive=True,
-    )
-
-
-def register(manufacturer: Persona, product: Product, lot: str = "MV2405", serials: int = 3) -> Batch:
-    today = timezone.localdate()
-    return services.batch_register(
-        actor=manufacturer.user,
-        product=product,
-        lot=lot,
-        manufactured_on=today - datetime.timedelta(days=30),
-        expires_on=today + datetime.timedelta(days=400),
-        quantity=BATCH_QUANTITY,
-        serial_count=serials,
     )
 
 
@@ -105,25 +93,6 @@ def ship(
         end = now - datetime.timedelta(hours=ended_hours_ago)
         shipment = services.shipment_receive(actor=pharmacy.user, shipment=shipment, accept=True, occurred_at=end)
     return shipment
-
-
-def log(shipment: Shipment, temperature: Callable[[float], float | None]) -> None:
-    """A logger on the leg reads every 5 minutes; ``temperature(hours since dispatch)`` (None: silent).
-
-    The readings go through the real evaluation and monitoring service, as the ingest worker's do.
-    """
-    assert shipment.dispatched_at is not None
-    contract = shipment.contract.as_rules()
-    armed = shipment.dispatched_at + datetime.timedelta(seconds=contract.arming_seconds)
-    until = shipment.closed_at or timezone.now()
-    samples, at = [], armed + datetime.timedelta(minutes=1)
-    while at <= until:
-        value = temperature((at - shipment.dispatched_at).total_seconds() / HOUR)
-        if value is not None:
-            samples.append(coldchain.Sample(at, value))
-        at += datetime.timedelta(minutes=5)
-    evaluation = coldchain.evaluate(contract, samples, armed_from=armed, until=until)
-    services.monitoring_apply(shipment=shipment, evaluation=evaluation)
 
 
 def cold(hours: float) -> float:
@@ -768,3 +737,7 @@ def test_every_text_colour_in_the_style_sheet_has_a_contrast_of_at_least_4_5() -
         assert contrast(colour.group(1), background.group(1)) >= 4.5, selector.strip()
         checked += 1
     assert checked >= 8
+
+
+def register(manufacturer: Persona, product: Product, lot: str = "MV2405", serials: int = 3) -> Batch:
+    return register_batch(manufacturer, product, lot, serials, quantity=BATCH_QUANTITY)

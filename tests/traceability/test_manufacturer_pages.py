@@ -32,7 +32,9 @@ from ledger import services as ledger
 from ledger.models import Entry, EntryReader, PendingEvent
 from tests import factories
 from tests.conftest import Persona
-from traceability import coldchain, gs1, qr, selectors, services
+from tests.scenarios import log_temperatures as log
+from tests.scenarios import register_batch as register
+from traceability import gs1, qr, selectors, services
 from traceability.models import Batch, Membership, Product, SerialNumber, Shipment, Site
 from traceability.pages import manufacturer as pages
 from traceability.services.batch_status import MAX_REASON_LENGTH, batch_quarantine, batch_release
@@ -65,19 +67,6 @@ def register_product(persona: Persona, name: str = "Morbivax measles vaccine") -
         strength="0.5 ml",
         storage_profile="2-8C",
         freeze_sensitive=True,
-    )
-
-
-def register(persona: Persona, product: Product, lot: str = "MV2405", serials: int = 3, quantity: int = 1000) -> Batch:
-    today = timezone.localdate()
-    return services.batch_register(
-        actor=persona.user,
-        product=product,
-        lot=lot,
-        manufactured_on=today - datetime.timedelta(days=30),
-        expires_on=today + datetime.timedelta(days=400),
-        quantity=quantity,
-        serial_count=serials,
     )
 
 
@@ -125,20 +114,6 @@ def ship(
     return services.shipment_receive(
         actor=consignee.user, shipment=shipment, accept=accept, reason="" if accept else "Too warm on arrival."
     )
-
-
-def log(shipment: Shipment, temperature: Callable[[float], float]) -> None:
-    """A logger reads every 5 minutes, ``temperature(hours since dispatch)``, through the real evaluation."""
-    assert shipment.dispatched_at is not None
-    contract = shipment.contract.as_rules()
-    armed = shipment.dispatched_at + datetime.timedelta(seconds=contract.arming_seconds)
-    until = shipment.closed_at or timezone.now()
-    samples, at = [], armed + datetime.timedelta(minutes=1)
-    while at <= until:
-        samples.append(coldchain.Sample(at, temperature((at - shipment.dispatched_at).total_seconds() / HOUR)))
-        at += datetime.timedelta(minutes=5)
-    evaluation = coldchain.evaluate(contract, samples, armed_from=armed, until=until)
-    services.monitoring_apply(shipment=shipment, evaluation=evaluation)
 
 
 def text_of(markup: str) -> str:

@@ -33,7 +33,9 @@ from ledger import services as ledger
 from ledger.models import Checkpoint, Entry, PendingEvent
 from tests import factories
 from tests.conftest import Persona
-from traceability import coldchain, services
+from tests.scenarios import log_temperatures as log
+from tests.scenarios import register_batch
+from traceability import services
 from traceability.models import Alert, Batch, Product, Shipment
 from traceability.pages import regulator as regulator_pages
 
@@ -88,18 +90,6 @@ def product_of(manufacturer: Persona, name: str = "Morbivax measles vaccine") ->
     )
 
 
-def register(manufacturer: Persona, product: Product, lot: str) -> Batch:
-    today = timezone.localdate()
-    return services.batch_register(
-        actor=manufacturer.user,
-        product=product,
-        lot=lot,
-        manufactured_on=today - datetime.timedelta(days=30),
-        expires_on=today + datetime.timedelta(days=400),
-        quantity=1000,
-    )
-
-
 def ship(batch: Batch, shipper: Persona, carrier: Persona, consignee: Persona, *, hours_ago: float = 6) -> Shipment:
     shipment = services.shipment_create(
         actor=shipper.user,
@@ -111,21 +101,6 @@ def ship(batch: Batch, shipper: Persona, carrier: Persona, consignee: Persona, *
     )
     start = timezone.now() - datetime.timedelta(hours=hours_ago)
     return services.shipment_dispatch(actor=shipper.user, shipment=shipment, occurred_at=start)
-
-
-def log(shipment: Shipment, temperature: Callable[[float], float]) -> None:
-    """A logger reads every 5 minutes since dispatch, through the real evaluation and monitoring service."""
-    assert shipment.dispatched_at is not None
-    contract = shipment.contract.as_rules()
-    armed = shipment.dispatched_at + datetime.timedelta(seconds=contract.arming_seconds)
-    until = shipment.closed_at or timezone.now()
-    samples, at = [], armed + datetime.timedelta(minutes=1)
-    while at <= until:
-        samples.append(coldchain.Sample(at, temperature((at - shipment.dispatched_at).total_seconds() / HOUR)))
-        at += datetime.timedelta(minutes=5)
-    services.monitoring_apply(
-        shipment=shipment, evaluation=coldchain.evaluate(contract, samples, armed_from=armed, until=until)
-    )
 
 
 def warm_then_cold(hours: float) -> float:
@@ -701,3 +676,7 @@ def test_the_search_takes_the_same_few_queries_for_1_or_20_entries(
             page = client.get(LEDGER, {"subject": subject}).content.decode()
         assert len(articles(page)) == n
         assert page.count("verified</span>") == n
+
+
+def register(manufacturer: Persona, product: Product, lot: str) -> Batch:
+    return register_batch(manufacturer, product, lot, serials=0)
