@@ -494,3 +494,204 @@ class Alert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.severity}: {self.message}"
+
+
+# Recalls -------------------------------------------------------------------------------
+
+
+class RecallKind(models.TextChoices):
+    MANDATED = "mandated", _("Mandated by a regulator")
+    VOLUNTARY = "voluntary", _("Voluntary, by the manufacturer")
+
+
+class RecallClass(models.TextChoices):
+    """FDA recall classification (21 CFR 7.3(m)): I is the most serious."""
+
+    I = "I", _("Class I: may cause serious harm or death")  # noqa: E741 (the FDA's name)
+    II = "II", _("Class II: may cause temporary or reversible harm")
+    III = "III", _("Class III: unlikely to cause harm")
+
+
+class RecallDepth(models.TextChoices):
+    """How far down the supply chain the recall reaches (21 CFR 7.42(b)(1))."""
+
+    WHOLESALE = "wholesale", _("Wholesale")
+    RETAIL = "retail", _("Retail")
+    CONSUMER = "consumer", _("Consumer")
+
+
+class RecallStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    CLOSED = "closed", _("Closed")
+
+
+class Recall(models.Model):
+    """Batches (or serial ranges of them) that must come off the market, and why."""
+
+    Kind = RecallKind
+    Class = RecallClass
+    Depth = RecallDepth
+    Status = RecallStatus
+
+    reference = models.CharField(max_length=32, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    classification = models.CharField(max_length=3, choices=Class.choices)
+    depth = models.CharField(max_length=10, choices=Depth.choices)
+    reason = models.TextField()
+    instructions = models.TextField()
+    # The manufacturer of every batch recalled; a recall concerns one firm's products.
+    manufacturer = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="recalls")
+    initiated_by = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="recalls_initiated")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    issued_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    issued_at = models.DateTimeField(default=timezone.now)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    closing_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=[k.value for k in RecallKind]), name="recall_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(classification__in=[c.value for c in RecallClass]), name="recall_class_valid"
+            ),
+            models.CheckConstraint(condition=Q(depth__in=[d.value for d in RecallDepth]), name="recall_depth_valid"),
+            models.CheckConstraint(
+                condition=Q(status="open", closed_at__isnull=True) | Q(status="closed", closed_at__isnull=False),
+                name="recall_closed_at_iff_closed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+
+class RecallItem(models.Model):
+    """One batch a recall names: all of it, or only the serials from ``serial_from`` to ``serial_to``."""
+
+    recall = models.ForeignKey(Recall, on_delete=models.PROTECT, related_name="items")
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, related_name="recall_items")
+    serial_from = models.CharField(max_length=20, blank=True)
+    serial_to = models.CharField(max_length=20, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(serial_from="", serial_to="") | Q(serial_from__gt="", serial_to__gt=""),
+                name="recall_item_range_both_ends",
+            ),
+        ]
+        indexes = [models.Index(fields=["batch"], name="recall_item_batch")]
+
+    def __str__(self) -> str:
+        span = f" serials {self.serial_from}..{self.serial_to}" if self.serial_from else ""
+        return f"batch {self.batch_id}{span}"
+
+    @property
+    def whole_batch(self) -> bool:
+        return not self.serial_from
+
+
+class RecallNotice(models.Model):
+    """What one affected organisation was told, and what it reported back."""
+
+    recall = models.ForeignKey(Recall, on_delete=models.PROTECT, related_name="notices")
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="recall_notices")
+    # Units the trace placed with the organisation when the recall was issued (on hand, or in its care in transit).
+    units_expected = models.PositiveIntegerField()
+    notified_at = models.DateTimeField(default=timezone.now)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    units_found = models.PositiveIntegerField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["organisation__name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["recall", "organisation"], name="recall_notice_once_per_organisation"),
+            models.CheckConstraint(
+                condition=Q(acknowledged_at__isnull=True, units_found__isnull=True)
+                | Q(acknowledged_at__isnull=False, units_found__isnull=False),
+                name="recall_notice_found_iff_acknowledged",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recall_id} -> {self.organisation_id}"
+
+
+class RecallShipment(models.Model):
+    """A shipment that was carrying recalled goods when the recall was issued: flagged for its parties."""
+
+    recall = models.ForeignKey(Recall, on_delete=models.PROTECT, related_name="flagged")
+    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="recall_flags")
+    units = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["recall", "shipment"], name="recall_shipment_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recall_id}: shipment {self.shipment_id}"
+
+
+# DSCSA verification --------------------------------------------------------------------
+
+
+class VerificationRequest(models.Model):
+    """One product identifier verification request and the answer given (DSCSA: every one is kept)."""
+
+    asked_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Who asked: the signed-in user, if any, and what the requester said about itself (e.g. its GLN).
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    requester = models.CharField(max_length=200, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=100, blank=True, help_text=_("the requester's correlation id"))
+    gtin = models.CharField(max_length=14)
+    lot = models.CharField(max_length=20, blank=True)
+    serial = models.CharField(max_length=20, blank=True)
+    expiry = models.CharField(max_length=6, blank=True, help_text=_("YYMMDD, as asked"))
+    verified = models.BooleanField()
+    failure_reason = models.CharField(max_length=40, blank=True)
+    response = models.JSONField(help_text=_("the answer sent, whole"))
+
+    class Meta:
+        ordering = ["-asked_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.gtin}/{self.lot}/{self.serial}: {'verified' if self.verified else self.failure_reason}"
+
+
+# EPCIS capture -------------------------------------------------------------------------
+
+
+class CapturedEvent(models.Model):
+    """A trading partner's EPCIS event taken in by ``/api/v1/epcis/capture``, kept as it was sent.
+
+    Unique on its event ID, so a document sent twice records its events once.
+    """
+
+    event_id = models.CharField(max_length=200, unique=True)
+    captured_by = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    captured_at = models.DateTimeField(default=timezone.now)
+    event_time = models.DateTimeField()
+    batch = models.ForeignKey(Batch, on_delete=models.PROTECT, null=True, blank=True, related_name="captured_events")
+    custody_event = models.OneToOneField(
+        CustodyEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="captured_from"
+    )
+    event = models.JSONField(help_text=_("the EPCIS event as received"))
+    outcome = models.CharField(max_length=500, help_text=_("what the platform recorded, or why not"))
+
+    class Meta:
+        ordering = ["-captured_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.event_id

@@ -14,10 +14,13 @@ urlpatterns = [
     path("logistics/", include("traceability.pages.logistics_urls")),
     path("manufacturer/", include("traceability.pages.manufacturer_urls")),
     path("regulator/", include("traceability.pages.regulator_urls")),
+    path("recalls/", include("traceability.pages.recall_urls")),
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/ledger/", include("ledger.urls")),
     path("api/v1/", include("iot_ingest.urls")),
+    path("api/v1/epcis/", include("traceability.epcis.urls")),
+    path("api/v1/", include("traceability.api.recall_urls")),
     path("api/v1/", include("traceability.api.urls")),
     path("admin/", admin.site.urls),
 ]
