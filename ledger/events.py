@@ -25,6 +25,10 @@ EVENT_TYPES = frozenset(
         "alert.acknowledged",
         "alert.resolved",
         "readings.committed",
+        # recalls (public: see PUBLIC_PREFIXES)
+        "recall.issued",
+        "recall.acknowledged",
+        "recall.closed",
         # the ledger itself
         "key.rotated",
     }

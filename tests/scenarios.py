@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from tests.conftest import Persona
 from traceability import coldchain, services
-from traceability.models import Batch, Product, Shipment
+from traceability.models import Batch, Product, Shipment, Site
 
 HOUR = 3600
 
@@ -47,3 +47,37 @@ def log_temperatures(shipment: Shipment, temperature: Callable[[float], float | 
         at += datetime.timedelta(minutes=5)
     evaluation = coldchain.evaluate(contract, samples, armed_from=armed, until=until)
     services.monitoring_apply(shipment=shipment, evaluation=evaluation)
+
+
+def ship(
+    batch: Batch,
+    shipper: Persona,
+    carrier: Persona,
+    consignee: Persona,
+    *,
+    quantity: int = 10,
+    hours: float = 10,
+    outcome: str = "delivered",
+    origin: Site | None = None,
+    destination: Site | None = None,
+) -> Shipment:
+    """A shipment of ``hours``, left ``planned``, ``in_transit``, or ``delivered`` or ``rejected`` at the end."""
+    shipment = services.shipment_create(
+        actor=shipper.user,
+        carrier=carrier.organisation,
+        consignee=consignee.organisation,
+        origin=origin or shipper.site,
+        destination=destination or consignee.site,
+        items=[services.ItemSpec(batch=batch, quantity=quantity)],
+    )
+    if outcome == "planned":
+        return shipment
+    now = timezone.now()
+    start = now - datetime.timedelta(hours=hours)
+    shipment = services.shipment_dispatch(actor=shipper.user, shipment=shipment, occurred_at=start)
+    if outcome == "in_transit":
+        return shipment
+    accept = outcome == "delivered"
+    return services.shipment_receive(
+        actor=consignee.user, shipment=shipment, accept=accept, reason="" if accept else "Too warm on arrival."
+    )

@@ -651,7 +651,9 @@ class VerificationRequest(models.Model):
 
     asked_at = models.DateTimeField(default=timezone.now, db_index=True)
     # Who asked: the signed-in user, if any, and what the requester said about itself (e.g. its GLN).
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     requester = models.CharField(max_length=200, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     request_id = models.CharField(max_length=100, blank=True, help_text=_("the requester's correlation id"))

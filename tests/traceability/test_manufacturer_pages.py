@@ -34,8 +34,9 @@ from tests import factories
 from tests.conftest import Persona
 from tests.scenarios import log_temperatures as log
 from tests.scenarios import register_batch as register
-from traceability import gs1, qr, selectors, services
-from traceability.models import Batch, Membership, Product, SerialNumber, Shipment, Site
+from tests.scenarios import ship
+from traceability import gs1, qr, selectors, services, trace
+from traceability.models import Batch, Membership, Product, SerialNumber, Shipment
 from traceability.pages import manufacturer as pages
 from traceability.services.batch_status import MAX_REASON_LENGTH, batch_quarantine, batch_release
 
@@ -80,40 +81,6 @@ def batch(manufacturer: Persona, product: Product) -> Batch:
     batch = register(manufacturer, product)
     ledger.ledger_commit()
     return batch
-
-
-def ship(
-    batch: Batch,
-    shipper: Persona,
-    carrier: Persona,
-    consignee: Persona,
-    *,
-    quantity: int = 10,
-    hours: float = 10,
-    outcome: str = "delivered",
-    origin: Site | None = None,
-    destination: Site | None = None,
-) -> Shipment:
-    """A shipment of ``hours``, left ``planned``, ``in_transit``, or ``delivered`` or ``rejected`` at the end."""
-    shipment = services.shipment_create(
-        actor=shipper.user,
-        carrier=carrier.organisation,
-        consignee=consignee.organisation,
-        origin=origin or shipper.site,
-        destination=destination or consignee.site,
-        items=[services.ItemSpec(batch=batch, quantity=quantity)],
-    )
-    if outcome == "planned":
-        return shipment
-    now = timezone.now()
-    start = now - datetime.timedelta(hours=hours)
-    shipment = services.shipment_dispatch(actor=shipper.user, shipment=shipment, occurred_at=start)
-    if outcome == "in_transit":
-        return shipment
-    accept = outcome == "delivered"
-    return services.shipment_receive(
-        actor=consignee.user, shipment=shipment, accept=accept, reason="" if accept else "Too warm on arrival."
-    )
 
 
 def text_of(markup: str) -> str:
@@ -688,7 +655,7 @@ def test_units_are_where_deliveries_brought_them_less_what_left_and_refused_load
     refused = ship(batch, manufacturer, carrier, pharmacy, quantity=20, outcome="rejected")
     ship(batch, manufacturer, carrier, pharmacy, quantity=10, outcome="planned")
 
-    found = pages.batch_whereabouts(batch, pages._carrying(batch))
+    found = trace.batch_whereabouts(batch, pages._carrying(batch))
 
     stock = {entry.organisation.name: (entry.sites, entry.on_hand, entry.free) for entry in found.stock}
     assert stock == {
@@ -714,7 +681,7 @@ def test_units_are_where_deliveries_brought_them_less_what_left_and_refused_load
 
 
 def test_a_batch_never_shipped_is_all_at_its_maker(manufacturer: Persona, batch: Batch) -> None:
-    found = pages.batch_whereabouts(batch, [])
+    found = trace.batch_whereabouts(batch, [])
     assert [(entry.organisation, entry.on_hand, entry.free) for entry in found.stock] == [
         (manufacturer.organisation, 1000, 1000)
     ]

@@ -12,15 +12,13 @@ from __future__ import annotations
 import datetime
 import json
 import xml.etree.ElementTree as ET
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Count, Prefetch, QuerySet
@@ -34,12 +32,14 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from ledger.selectors import readable_entries
-from traceability import gs1, qr, selectors
+from traceability import gs1, qr, selectors, trace
 from traceability.consumer import reads, verdict, words
-from traceability.models import Alert, Batch, Excursion, Organisation, Product, Shipment, ShipmentItem, Site
+from traceability.models import Alert, Batch, Excursion, Organisation, Product, Shipment, ShipmentItem
+from traceability.pages import access
 from traceability.services import batch_register
 from traceability.services.batch_status import batch_quarantine, batch_release
 from traceability.services.monitoring import GAP
+from traceability.services.recalls import NOT_RECALLABLE
 
 Kind = Organisation.Kind
 PAGE_SIZE = 50
@@ -52,16 +52,9 @@ SVG = "http://www.w3.org/2000/svg"
 # Access ---------------------------------------------------------------------------
 
 
-def _organisation(request: HttpRequest) -> Organisation:
-    membership = getattr(request.user, "membership", None)
-    if membership is None:
-        raise Http404
-    return cast(Organisation, membership.organisation)
-
-
 def _manufacturer(request: HttpRequest) -> Organisation:
     """The signed-in user's organisation when it is a manufacturer; a 404 for anyone else."""
-    organisation = _organisation(request)
+    organisation = access.organisation(request)
     if organisation.kind != Kind.MANUFACTURER:
         raise Http404
     return organisation
@@ -69,22 +62,13 @@ def _manufacturer(request: HttpRequest) -> Organisation:
 
 def _batch_for_user(request: HttpRequest, pk: int, *, regulator: bool = True) -> Batch:
     """One of the manufacturer's own batches, or (``regulator``) any batch for a regulator; else a 404."""
-    organisation = _organisation(request)
+    organisation = access.organisation(request)
     batches = selectors.visible_batches(organisation)
     if organisation.kind == Kind.MANUFACTURER:
         batches = batches.filter(product__manufacturer=organisation)
     elif not (regulator and organisation.is_regulator):
         raise Http404
     return get_object_or_404(batches.select_related("product__manufacturer"), pk=pk)
-
-
-def _can_write(request: HttpRequest) -> bool:
-    return bool(request.user.membership.can_write)  # type: ignore[union-attr]
-
-
-def _actor(request: HttpRequest) -> User:
-    """The signed-in user; ``login_required`` and the access helpers have refused anyone else."""
-    return cast(User, request.user)
 
 
 def _own_products(manufacturer: Organisation) -> QuerySet[Product]:
@@ -144,15 +128,6 @@ class ReasonForm(forms.Form):
     )
 
 
-def _add_errors(form: forms.Form, error: ValidationError) -> None:
-    """A service's errors, each next to the field it names (the others above the form)."""
-    if not hasattr(error, "error_dict"):
-        form.add_error(None, error)
-        return
-    for field, field_messages in error.message_dict.items():
-        form.add_error(field if field in form.fields else None, field_messages)
-
-
 # Lists ----------------------------------------------------------------------------
 
 
@@ -163,7 +138,7 @@ def products(request: HttpRequest) -> HttpResponse:
     manufacturer = _manufacturer(request)
     rows = _own_products(manufacturer).annotate(batch_count=Count("batches"))
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "manufacturer/products.html", {"page": page, "can_write": _can_write(request)})
+    return render(request, "manufacturer/products.html", {"page": page, "can_write": access.can_write(request)})
 
 
 @require_safe
@@ -188,7 +163,7 @@ def batches(request: HttpRequest) -> HttpResponse:
         if form.cleaned_data["status"]:
             rows = rows.filter(status=form.cleaned_data["status"])
     page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"form": form, "page": page, "can_write": _can_write(request)}
+    context = {"form": form, "page": page, "can_write": access.can_write(request)}
     return render(request, "manufacturer/batches.html", context, status=status)
 
 
@@ -200,7 +175,7 @@ def batches(request: HttpRequest) -> HttpResponse:
 def batch_new(request: HttpRequest) -> HttpResponse:
     """The registration form; a valid one registers the batch (``batch_register``) and shows its page."""
     manufacturer = _manufacturer(request)
-    if not _can_write(request):
+    if not access.can_write(request):
         raise PermissionDenied(_("Your role is read-only; ask an administrator of your organisation."))
     products = _own_products(manufacturer)
     if request.method != "POST":
@@ -210,9 +185,9 @@ def batch_new(request: HttpRequest) -> HttpResponse:
     form = BatchForm(request.POST, products=products)
     if form.is_valid():
         try:
-            batch = batch_register(actor=_actor(request), **form.cleaned_data)
+            batch = batch_register(actor=access.actor(request), **form.cleaned_data)
         except ValidationError as error:
-            _add_errors(form, error)
+            access.form_errors(form, error)
         else:
             messages.success(request, _("Batch %(lot)s registered.") % {"lot": batch.lot})
             return redirect("manufacturer-batch", pk=batch.pk)
@@ -220,82 +195,6 @@ def batch_new(request: HttpRequest) -> HttpResponse:
 
 
 # A batch's page -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stock:
-    """What one organisation holds of the batch."""
-
-    organisation: Organisation
-    sites: tuple[tuple[Site | None, int], ...]  # units on hand by site; None: made here, at no recorded site
-    free: int  # what it may still ship: selectors.batch_available
-
-    @property
-    def on_hand(self) -> int:
-        return sum(units for _, units in self.sites)
-
-
-@dataclass(frozen=True)
-class Whereabouts:
-    stock: tuple[Stock, ...]  # the manufacturer first, then by name
-    moving: tuple[ShipmentItem, ...]  # in transit, or refused and still with the carrier
-
-
-def batch_whereabouts(batch: Batch, items: Iterable[ShipmentItem]) -> Whereabouts:
-    """Where the batch's units are, from the shipments that carried them (``items``, shipments joined).
-
-    Units are on hand where a delivery brought them (its destination site) or,
-    for the manufacturer, where they were made, less what left from there:
-    dispatched, delivered or refused. Refused units stay with their carrier but
-    count back to the shipper's free stock; planned ones are still on hand but
-    no longer free (the rules of ``selectors.batch_available``).
-    """
-    manufacturer = batch.product.manufacturer
-    organisations = {manufacturer.pk: manufacturer}
-    sites: dict[int | None, Site | None] = {None: None}
-    balance: dict[int, dict[int | None, int]] = defaultdict(lambda: defaultdict(int))
-    free: dict[int, int] = defaultdict(int)
-    balance[manufacturer.pk][None] += batch.quantity
-    free[manufacturer.pk] += batch.quantity
-    moving = []
-    for item in items:
-        shipment, units = item.shipment, item.quantity
-        organisations |= {shipment.shipper_id: shipment.shipper, shipment.consignee_id: shipment.consignee}
-        sites |= {shipment.origin_id: shipment.origin, shipment.destination_id: shipment.destination}
-        if shipment.status != Shipment.Status.REJECTED:
-            free[shipment.shipper_id] -= units
-        if shipment.status == Shipment.Status.PLANNED:
-            continue
-        balance[shipment.shipper_id][shipment.origin_id] -= units
-        if shipment.status == Shipment.Status.DELIVERED:
-            balance[shipment.consignee_id][shipment.destination_id] += units
-            free[shipment.consignee_id] += units
-        else:
-            moving.append(item)
-    stock = []
-    for pk in sorted(balance.keys() | free.keys(), key=lambda pk: (pk != manufacturer.pk, organisations[pk].name)):
-        on_hand = tuple((sites[site], units) for site, units in _settled(balance[pk], sites))
-        if on_hand or free[pk]:
-            stock.append(Stock(organisations[pk], on_hand, free[pk]))
-    return Whereabouts(tuple(stock), tuple(moving))
-
-
-def _settled(balance: dict[int | None, int], sites: dict[int | None, Site | None]) -> list[tuple[int | None, int]]:
-    """Site balances with no site below zero.
-
-    Units shipped from a site no delivery brought them to were kept elsewhere
-    in the organisation: they are taken from its stock at no recorded site
-    first, then from its other sites by name.
-    """
-    deficit = -sum(units for units in balance.values() if units < 0)
-    order = sorted((pk for pk, units in balance.items() if units > 0), key=lambda pk: (pk is not None, str(sites[pk])))
-    settled = []
-    for pk in order:
-        taken = min(balance[pk], deficit)
-        deficit -= taken
-        if balance[pk] > taken:
-            settled.append((pk, balance[pk] - taken))
-    return settled
 
 
 @dataclass(frozen=True)
@@ -411,18 +310,21 @@ def _batch_page(
         key=lambda alert: (alert.triggered_at, alert.pk),
         reverse=True,
     )
-    own = batch.product.manufacturer_id == _organisation(request).pk
+    own = batch.product.manufacturer_id == access.organisation(request).pk
     context = {
         "batch": batch,
         "product": batch.product,
         "digital_link": batch.digital_link(),
         "serial_count": batch.serials.count(),
-        "whereabouts": batch_whereabouts(batch, items),
+        "whereabouts": trace.batch_whereabouts(batch, items),
         "carried": _carried(items, timezone.now()),
         "alerts": alerts,
         "history": _history(request, batch),
         "own": own,
-        "status_change": _status_change(batch) if own and _can_write(request) else None,
+        "status_change": _status_change(batch) if own and access.can_write(request) else None,
+        "may_recall": (own or access.organisation(request).is_regulator)
+        and access.can_write(request)
+        and batch.status not in NOT_RECALLABLE,
         "form": form or ReasonForm(),
     }
     return render(request, "manufacturer/batch.html", context, status=status)
@@ -453,9 +355,9 @@ def _status_post(request: HttpRequest, pk: int, change: Callable[..., Batch], do
     form = ReasonForm(request.POST)
     form.is_valid()
     try:
-        batch = change(actor=_actor(request), batch=batch, reason=form.cleaned_data.get("reason", ""))
+        batch = change(actor=access.actor(request), batch=batch, reason=form.cleaned_data.get("reason", ""))
     except ValidationError as error:
-        _add_errors(form, error)
+        access.form_errors(form, error)
         return _batch_page(request, batch, form=form, status=400)
     messages.success(request, done % {"lot": batch.lot})
     return redirect("manufacturer-batch", pk=batch.pk)

@@ -14,6 +14,7 @@ from traceability.services._common import actor_organisation
 from traceability.services.batch_status import batch_quarantine, batch_release
 from traceability.services.catalogue import batch_register, product_register, site_create
 from traceability.services.monitoring import alert_acknowledge, alert_resolve, monitoring_apply, readings_committed
+from traceability.services.recalls import RecallItemSpec, recall_acknowledge, recall_close, recall_issue, recall_preview
 from traceability.services.shipments import (
     ItemSpec,
     custody_transfer,
@@ -24,6 +25,7 @@ from traceability.services.shipments import (
 
 __all__ = [
     "ItemSpec",
+    "RecallItemSpec",
     "actor_organisation",
     "alert_acknowledge",
     "alert_resolve",
@@ -34,6 +36,10 @@ __all__ = [
     "monitoring_apply",
     "product_register",
     "readings_committed",
+    "recall_acknowledge",
+    "recall_close",
+    "recall_issue",
+    "recall_preview",
     "shipment_create",
     "shipment_dispatch",
     "shipment_receive",

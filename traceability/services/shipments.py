@@ -192,7 +192,7 @@ def shipment_dispatch(*, actor: User, shipment: Shipment, occurred_at: datetime.
         raise ValidationError({"status": f"shipment is {shipment.status}; only a planned shipment is dispatched."})
     today = timezone.localdate()
     blocked = [
-        str(item.batch)
+        f"{item.batch} ({'expired' if item.batch.is_expired(today) else item.batch.status})"
         for item in shipment.items.select_related("batch__product")
         if item.batch.status != Batch.Status.ACTIVE or item.batch.is_expired(today)
     ]

@@ -1,0 +1,282 @@
+"""Recall pages: the list, a new recall with its scope previewed before it is issued, a recall's progress.
+
+Every member reaches ``/recalls/``: it lists the recalls their organisation
+issued, made the goods of, or was sent a notice of (a regulator's lists them
+all). A recall anyone else asks for is a 404. Regulators and manufacturers
+start recalls; the services decide who may do what, and their refusals come
+back next to the fields they name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from traceability import gs1, selectors, services, trace
+from traceability.models import Batch, Organisation, Recall, RecallNotice
+from traceability.pages import access
+
+Kind = Organisation.Kind
+RECALLS_SHOWN = 200
+MAX_LINES = 100
+
+
+def visible_recalls(organisation: Organisation) -> QuerySet[Recall]:
+    """Recalls the organisation issued, made the goods of, or was told about; all of them for a regulator."""
+    recalls = Recall.objects.select_related("manufacturer", "initiated_by")
+    if organisation.is_regulator:
+        return recalls
+    noticed = RecallNotice.objects.filter(organisation=organisation).values("recall")
+    return recalls.filter(Q(manufacturer=organisation) | Q(initiated_by=organisation) | Q(pk__in=noticed))
+
+
+def sees_progress(organisation: Organisation, recall: Recall) -> bool:
+    """Regulators, the manufacturer and the initiator see every holder's notice; a holder sees its own."""
+    return organisation.is_regulator or organisation.pk in (recall.manufacturer_id, recall.initiated_by_id)
+
+
+def waiting_notices(organisation: Organisation) -> int:
+    """Notices of open recalls the organisation has not acknowledged yet."""
+    return RecallNotice.objects.filter(
+        organisation=organisation, acknowledged_at__isnull=True, recall__status=Recall.Status.OPEN
+    ).count()
+
+
+# Forms ------------------------------------------------------------------------------------
+
+
+class RecallForm(forms.Form):
+    batches = forms.CharField(
+        label=gettext_lazy("Batches"),
+        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
+        help_text=gettext_lazy(
+            "One batch per line: its GTIN and lot, and to recall only some packs, the first and last serial number."
+        ),
+    )
+    classification = forms.ChoiceField(label=gettext_lazy("Class"), choices=Recall.Class.choices)
+    depth = forms.ChoiceField(
+        label=gettext_lazy("Depth"),
+        choices=Recall.Depth.choices,
+        initial=Recall.Depth.CONSUMER,
+        help_text=gettext_lazy("How far down the supply chain: wholesale stops short of pharmacies."),
+    )
+    reason = forms.CharField(label=gettext_lazy("Reason"), widget=forms.Textarea(attrs={"rows": 3}))
+    instructions = forms.CharField(
+        label=gettext_lazy("Instructions to holders and the public"), widget=forms.Textarea(attrs={"rows": 3})
+    )
+
+
+class ConfirmForm(forms.Form):
+    password = forms.CharField(
+        label=gettext_lazy("Your password, to confirm"),
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        required=False,  # the service says it is wrong or missing, with the other errors
+    )
+
+
+class AcknowledgeForm(forms.Form):
+    units_found = forms.IntegerField(
+        label=gettext_lazy("Units found and quarantined"), min_value=0, max_value=2**31 - 1
+    )
+    note = forms.CharField(label=gettext_lazy("Note"), required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class CloseForm(forms.Form):
+    note = forms.CharField(
+        label=gettext_lazy("Why the recall can close"), required=False, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+
+def _items(form: RecallForm, organisation: Organisation) -> list[services.RecallItemSpec]:
+    """The batches the form names, looked up among those the organisation sees; errors go to ``batches``."""
+    lines = [line.split() for line in form.cleaned_data["batches"].splitlines() if line.strip()]
+    if len(lines) > MAX_LINES:
+        raise ValidationError({"batches": _("Name at most %(count)d batches.") % {"count": MAX_LINES}})
+    visible = selectors.visible_batches(organisation).select_related("product__manufacturer")
+    items, problems = [], []
+    for number, words in enumerate(lines, start=1):
+        if len(words) not in (2, 4):
+            problems.append(
+                _("Line %(number)d: write a GTIN and a lot, then optionally two serials.") % {"number": number}
+            )
+            continue
+        try:
+            gtin = gs1.normalize_gtin(words[0])
+        except gs1.GS1Error as error:
+            problems.append(_("Line %(number)d: %(error)s") % {"number": number, "error": error})
+            continue
+        batch = visible.filter(product__gtin=gtin, lot=words[1]).first()
+        if batch is None:
+            problems.append(
+                _("Line %(number)d: no batch with GTIN %(gtin)s and lot %(lot)s.")
+                % {"number": number, "gtin": gtin, "lot": words[1]}
+            )
+            continue
+        items.append(services.RecallItemSpec(batch, *words[2:]))
+    if problems:
+        raise ValidationError({"batches": problems})
+    return items
+
+
+# Pages ------------------------------------------------------------------------------------
+
+
+@require_safe
+@login_required
+def recall_list(request: HttpRequest) -> HttpResponse:
+    organisation = access.organisation(request)
+    recalls = visible_recalls(organisation).prefetch_related("items__batch__product")[:RECALLS_SHOWN]
+    waiting = set(
+        RecallNotice.objects.filter(organisation=organisation, acknowledged_at__isnull=True).values_list(
+            "recall", flat=True
+        )
+    )
+    context = {"recalls": recalls, "waiting": waiting, "may_start": _may_start(request)}
+    return render(request, "recalls/list.html", context)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+@login_required
+def recall_new(request: HttpRequest) -> HttpResponse:
+    """GET: the form. POST: its scope previewed (``preview``), or the recall issued (``issue``)."""
+    organisation = access.organisation(request)
+    if not _may_start(request):
+        raise Http404
+    if request.method != "POST":
+        return render(request, "recalls/new.html", {"form": RecallForm(initial=_initial(request, organisation))})
+    form, confirm = RecallForm(request.POST), ConfirmForm(request.POST)
+    scope = None
+    if form.is_valid() and confirm.is_valid():
+        try:
+            items = _items(form, organisation)
+            arguments: dict[str, Any] = {"actor": access.actor(request), "items": items}
+            if "issue" in request.POST:
+                recall = services.recall_issue(
+                    **arguments,
+                    password=confirm.cleaned_data["password"],
+                    **{name: form.cleaned_data[name] for name in ("classification", "depth", "reason", "instructions")},
+                )
+                messages.success(request, _("Recall %(reference)s issued.") % {"reference": recall.reference})
+                return redirect("recall-detail", recall.pk)
+            scope = services.recall_preview(**arguments, depth=form.cleaned_data["depth"])
+        except ValidationError as error:
+            access.form_errors(form, error)
+            if "password" in getattr(error, "message_dict", {}):
+                confirm.add_error("password", error.message_dict["password"])
+        except PermissionDenied as error:
+            form.add_error("batches", str(error))
+    status = 200 if scope is not None else 400
+    return render(request, "recalls/new.html", {"form": form, "confirm": confirm, "scope": scope}, status=status)
+
+
+@require_safe
+@login_required
+def recall_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _detail(request, _recall(request, pk))
+
+
+@require_POST
+@login_required
+def recall_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
+    recall = _recall(request, pk)
+    form = AcknowledgeForm(request.POST)
+    if form.is_valid():
+        try:
+            services.recall_acknowledge(actor=access.actor(request), recall=recall, **form.cleaned_data)
+        except ValidationError as error:
+            access.form_errors(form, error)
+        except PermissionDenied as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, _("Acknowledgement recorded."))
+            return redirect("recall-detail", recall.pk)
+    return _detail(request, recall, acknowledge=form, status=400)
+
+
+@require_POST
+@login_required
+def recall_close(request: HttpRequest, pk: int) -> HttpResponse:
+    recall = _recall(request, pk)
+    form = CloseForm(request.POST)
+    if form.is_valid():
+        try:
+            services.recall_close(actor=access.actor(request), recall=recall, note=form.cleaned_data["note"])
+        except ValidationError as error:
+            access.form_errors(form, error)
+        except PermissionDenied as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, _("Recall closed."))
+            return redirect("recall-detail", recall.pk)
+    return _detail(request, recall, close=form, status=400)
+
+
+def _recall(request: HttpRequest, pk: int) -> Recall:
+    return get_object_or_404(visible_recalls(access.organisation(request)), pk=pk)
+
+
+def _may_start(request: HttpRequest) -> bool:
+    organisation = access.organisation(request)
+    return organisation.kind in (Kind.REGULATOR, Kind.MANUFACTURER) and access.can_write(request)
+
+
+def _initial(request: HttpRequest, organisation: Organisation) -> dict[str, str]:
+    """``?batch=<id>`` fills in one batch the organisation sees (the batch page links here)."""
+    batch_id = request.GET.get("batch", "")
+    batch = None
+    if batch_id.isdigit() and len(batch_id) < 19:
+        batch = selectors.visible_batches(organisation).select_related("product").filter(pk=int(batch_id)).first()
+    return {"batches": f"{batch.product.gtin} {batch.lot}"} if batch else {}
+
+
+def _detail(
+    request: HttpRequest,
+    recall: Recall,
+    *,
+    acknowledge: AcknowledgeForm | None = None,
+    close: CloseForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    organisation = access.organisation(request)
+    everyone = sees_progress(organisation, recall)
+    notices = recall.notices.select_related("organisation", "acknowledged_by")
+    own = next((notice for notice in notices if notice.organisation_id == organisation.pk), None)
+    writer = access.can_write(request) and recall.status == Recall.Status.OPEN
+    context = {
+        "recall": recall,
+        "items": recall.items.select_related("batch__product"),
+        "notices": notices if everyone else [own] if own else [],
+        "everyone": everyone,
+        "acknowledged": sum(notice.acknowledged_at is not None for notice in notices),
+        "notice_count": len(notices),
+        "flagged": recall.flagged.select_related("shipment__custodian", "shipment__consignee") if everyone else [],
+        "acknowledge": acknowledge or AcknowledgeForm() if writer and own and own.acknowledged_at is None else None,
+        "close": close or CloseForm() if writer and organisation.is_regulator else None,
+    }
+    return render(request, "recalls/detail.html", context, status=status)
+
+
+# A batch's trace ----------------------------------------------------------------------------
+
+
+@require_safe
+@login_required
+def batch_trace(request: HttpRequest, pk: int) -> HttpResponse:
+    """The batch's life and whereabouts: for its manufacturer and regulators (anyone else: 404)."""
+    organisation = access.organisation(request)
+    batches = selectors.visible_batches(organisation).select_related("product__manufacturer")
+    if not organisation.is_regulator:
+        batches = batches.filter(product__manufacturer=organisation)
+    batch: Batch = get_object_or_404(batches, pk=pk)
+    found = trace.batch_trace(batch)
+    return render(request, "recalls/trace.html", {"batch": found.batch, "trace": found})

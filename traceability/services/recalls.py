@@ -1,0 +1,333 @@
+"""Recalls: issue one (after seeing its scope), each holder acknowledges what it found, a regulator closes it.
+
+A regulator mandates a recall of any batch; a manufacturer starts a voluntary
+one of its own. Either names one or more batches of one manufacturer, each
+whole or as a range of its serial numbers. Serials compare shorter first, then
+character by character, so "9" comes before "10" and "A100" before "A200".
+Shipments carry batches, not serials, so a serial range reaches every holder
+of its batch.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from traceability import tasks, trace
+from traceability.models import (
+    Batch,
+    Organisation,
+    Recall,
+    RecallItem,
+    RecallNotice,
+    RecallShipment,
+    SerialNumber,
+)
+from traceability.services._common import Kind, _record, _when, actor_organisation
+
+MAX_TEXT_LENGTH = 4000
+MAX_ITEMS = 100
+RETYPE = "is not your password; enter it again to confirm the recall."
+# A batch already recalled, or destroyed, cannot be recalled (again).
+NOT_RECALLABLE = (Batch.Status.RECALLED, Batch.Status.DESTROYED)
+
+
+@dataclass(frozen=True)
+class RecallItemSpec:
+    """A batch the recall names: all of it, or its serials from ``serial_from`` to ``serial_to``."""
+
+    batch: Batch
+    serial_from: str = ""
+    serial_to: str = ""
+
+    @property
+    def whole_batch(self) -> bool:
+        return not self.serial_from and not self.serial_to
+
+
+def serial_order(serial: str) -> tuple[int, str]:
+    """Shorter serials first, then by character: numeric serials without leading zeros sort as numbers."""
+    return (len(serial), serial)
+
+
+def recall_preview(*, actor: User, items: Sequence[RecallItemSpec], depth: str) -> trace.Scope:
+    """Who a recall of ``items`` would reach, without changing anything; refuses what ``recall_issue`` would."""
+    initiator = actor_organisation(actor, kinds=[Kind.REGULATOR, Kind.MANUFACTURER])
+    errors = _item_errors(initiator, items) | _choice_errors(depth=depth)
+    if errors:
+        raise ValidationError(errors)
+    return trace.recall_scope([item.batch for item in items], depth=depth)
+
+
+@transaction.atomic
+def recall_issue(
+    *,
+    actor: User,
+    password: str,
+    items: Sequence[RecallItemSpec],
+    classification: str,
+    depth: str,
+    reason: str,
+    instructions: str,
+) -> Recall:
+    """Issues a recall: in one transaction, everything it touches changes and every holder is told.
+
+    The actor re-enters their password. A regulator's recall is mandated, a
+    manufacturer's voluntary (and of its own batches only). Whole batches and
+    their active serials become recalled; serials in a range become recalled
+    (their batch keeps its status). Every holder within the recall's depth, and
+    the manufacturer, gets a notice (shown in the application and sent by
+    e-mail to its members once the transaction commits); planned and moving
+    shipments carrying the batches are flagged; the ``recall.issued`` ledger
+    entry is public. Locks the batches' rows, so two recalls of one batch take
+    turns and the second is refused.
+    """
+    initiator = actor_organisation(actor, kinds=[Kind.REGULATOR, Kind.MANUFACTURER])
+    batch_ids = sorted({item.batch.pk for item in items})
+    locked = {
+        batch.pk: batch
+        for batch in Batch.objects.select_for_update(of=("self",))
+        .select_related("product__manufacturer")
+        .filter(pk__in=batch_ids)
+        .order_by("pk")
+    }
+    items = [RecallItemSpec(locked[item.batch.pk], item.serial_from, item.serial_to) for item in items]
+    errors = _item_errors(initiator, items)
+    errors |= _choice_errors(depth=depth, classification=classification)
+    errors |= _text_errors(reason=reason, instructions=instructions)
+    if not actor.check_password(password):
+        errors["password"] = RETYPE
+    if errors:
+        raise ValidationError(errors)
+    batches = [item.batch for item in items]
+    scope = trace.recall_scope(batches, depth=depth)
+    manufacturer = batches[0].product.manufacturer
+    recall = Recall.objects.create(
+        reference=_reference(),
+        kind=Recall.Kind.MANDATED if initiator.is_regulator else Recall.Kind.VOLUNTARY,
+        classification=classification,
+        depth=depth,
+        reason=reason.strip(),
+        instructions=instructions.strip(),
+        manufacturer=manufacturer,
+        initiated_by=initiator,
+        issued_by=actor,
+    )
+    RecallItem.objects.bulk_create(
+        RecallItem(recall=recall, batch=item.batch, serial_from=item.serial_from, serial_to=item.serial_to)
+        for item in items
+    )
+    _mark_recalled(items)
+    RecallNotice.objects.bulk_create(
+        RecallNotice(recall=recall, organisation=holder.organisation, units_expected=holder.units)
+        for holder in scope.notified
+    )
+    RecallShipment.objects.bulk_create(
+        RecallShipment(recall=recall, shipment=shipment, units=units) for shipment, units in scope.shipments
+    )
+    _record("recall.issued", _subject(recall), _public_facts(recall, items), [])
+    transaction.on_commit(lambda: _notices_send(recall.pk))
+    return recall
+
+
+@transaction.atomic
+def recall_acknowledge(*, actor: User, recall: Recall, units_found: int, note: str = "") -> RecallNotice:
+    """The actor's organisation confirms it received the notice and reports the units it found (once).
+
+    Appends a public ``recall.acknowledged`` entry naming the organisation's GLN
+    (not the units: what a holder holds is not public).
+    """
+    organisation = actor_organisation(actor)
+    notice = (
+        RecallNotice.objects.select_for_update(of=("self",))
+        .select_related("recall", "organisation")
+        .filter(recall=recall, organisation=organisation)
+        .first()
+    )
+    if notice is None:
+        raise PermissionDenied("Your organisation was not sent a notice of this recall.")
+    errors: dict[str, str] = {}
+    if notice.acknowledged_at is not None:
+        errors["status"] = f"your organisation acknowledged this recall on {_when(notice.acknowledged_at)}."
+    if notice.recall.status == Recall.Status.CLOSED:
+        errors["status"] = "the recall is closed."
+    if isinstance(units_found, bool) or not isinstance(units_found, int) or units_found < 0:
+        errors["units_found"] = "give the number of units you found and quarantined, 0 or more."
+    errors |= _text_errors(note=note, required=())
+    if errors:
+        raise ValidationError(errors)
+    notice.acknowledged_by = actor
+    notice.acknowledged_at = timezone.now()
+    notice.units_found = units_found
+    notice.note = note.strip()
+    notice.save(update_fields=["acknowledged_by", "acknowledged_at", "units_found", "note"])
+    _record(
+        "recall.acknowledged",
+        _subject(notice.recall),
+        {
+            "reference": notice.recall.reference,
+            "organisation_gln": organisation.gln,
+            "acknowledged_at": _when(notice.acknowledged_at),
+        },
+        [],
+    )
+    return notice
+
+
+@transaction.atomic
+def recall_close(*, actor: User, recall: Recall, note: str) -> Recall:
+    """A regulator closes the recall, saying why (e.g. every holder accounted for); a public ledger entry."""
+    actor_organisation(actor, kinds=[Kind.REGULATOR])
+    locked = Recall.objects.select_for_update(of=("self",)).get(pk=recall.pk)
+    errors = _text_errors(note=note)
+    if locked.status == Recall.Status.CLOSED:
+        errors["status"] = "the recall is already closed."
+    if errors:
+        raise ValidationError(errors)
+    locked.status = Recall.Status.CLOSED
+    locked.closed_by = actor
+    locked.closed_at = timezone.now()
+    locked.closing_note = note.strip()
+    locked.save(update_fields=["status", "closed_by", "closed_at", "closing_note"])
+    notices = list(locked.notices.all())
+    _record(
+        "recall.closed",
+        _subject(locked),
+        {
+            "reference": locked.reference,
+            "closed_at": _when(locked.closed_at),
+            "note": locked.closing_note,
+            "notices": len(notices),
+            "acknowledged": sum(notice.acknowledged_at is not None for notice in notices),
+        },
+        [],
+    )
+    return locked
+
+
+# Checks ----------------------------------------------------------------------------------
+
+
+def _item_errors(initiator: Organisation, items: Sequence[RecallItemSpec]) -> dict[str, str]:
+    """What is wrong with the batches named; PermissionDenied for another manufacturer's batch."""
+    if not items:
+        return {"items": "name at least one batch to recall."}
+    if len(items) > MAX_ITEMS:
+        return {"items": f"names {len(items)} batches; one recall names at most {MAX_ITEMS}."}
+    if not initiator.is_regulator and any(item.batch.product.manufacturer_id != initiator.pk for item in items):
+        raise PermissionDenied("A manufacturer recalls only its own batches; a regulator may mandate any recall.")
+    problems = []
+    seen = set()
+    manufacturers = {item.batch.product.manufacturer_id for item in items}
+    for index, item in enumerate(items):
+        batch = item.batch
+        if batch.pk in seen:
+            problems.append(f"item {index}: batch {batch} is named twice; name each batch once.")
+        seen.add(batch.pk)
+        if batch.status in NOT_RECALLABLE:
+            problems.append(f"item {index}: batch {batch} is {batch.status} and cannot be recalled.")
+        elif not item.whole_batch:
+            problems += _range_problems(index, item)
+    if len(manufacturers) > 1:
+        problems.append("the batches are made by different manufacturers; issue one recall per manufacturer.")
+    return {"items": " ".join(problems)} if problems else {}
+
+
+def _range_problems(index: int, item: RecallItemSpec) -> list[str]:
+    if not item.serial_from or not item.serial_to:
+        return [f"item {index}: a serial range needs both its first and its last serial."]
+    if serial_order(item.serial_from) > serial_order(item.serial_to):
+        return [f"item {index}: the range {item.serial_from} to {item.serial_to} is backwards."]
+    if not _serials_in_range(item).exists():
+        return [f"item {index}: batch {item.batch} has no serial from {item.serial_from} to {item.serial_to}."]
+    return []
+
+
+def _serials_in_range(item: RecallItemSpec) -> Any:
+    """The batch's serials in the item's range (shorter first, then by character), as a queryset."""
+    low, high = serial_order(item.serial_from), serial_order(item.serial_to)
+    pks = [
+        pk
+        for pk, serial in SerialNumber.objects.filter(batch=item.batch).values_list("pk", "serial")
+        if low <= serial_order(serial) <= high
+    ]
+    return SerialNumber.objects.filter(pk__in=pks)
+
+
+def _choice_errors(**values: str) -> dict[str, str]:
+    choices: dict[str, list[str]] = {"depth": Recall.Depth.values, "classification": Recall.Class.values}
+    errors = {}
+    for field, value in values.items():
+        allowed = choices[field]
+        if value not in allowed:
+            errors[field] = f"{value!r} is not one of {', '.join(allowed)}."
+    return errors
+
+
+def _text_errors(*, required: Sequence[str] = ("reason", "instructions", "note"), **texts: str) -> dict[str, str]:
+    errors = {}
+    for field, text in texts.items():
+        if not isinstance(text, str):
+            errors[field] = "must be text."
+        elif field in required and not text.strip():
+            errors[field] = "is required: it goes into the ledger and to every holder."
+        elif len(text) > MAX_TEXT_LENGTH:
+            errors[field] = f"is {len(text)} characters long; keep it to {MAX_TEXT_LENGTH}."
+    return errors
+
+
+# Effects ---------------------------------------------------------------------------------
+
+
+def _mark_recalled(items: Sequence[RecallItemSpec]) -> None:
+    whole = [item.batch.pk for item in items if item.whole_batch]
+    Batch.objects.filter(pk__in=whole).update(status=Batch.Status.RECALLED)
+    active = SerialNumber.Status.ACTIVE
+    SerialNumber.objects.filter(batch__in=whole, status=active).update(status=SerialNumber.Status.RECALLED)
+    for item in items:
+        if not item.whole_batch:
+            _serials_in_range(item).filter(status=active).update(status=SerialNumber.Status.RECALLED)
+        item.batch.refresh_from_db(fields=["status"])
+
+
+def _reference() -> str:
+    return f"RC-{timezone.now():%Y%m%d}-{secrets.token_hex(3).upper()}"
+
+
+def _subject(recall: Recall) -> str:
+    return f"recall:{recall.reference}"
+
+
+def _public_facts(recall: Recall, items: Sequence[RecallItemSpec]) -> dict[str, Any]:
+    """What the public ledger entry says: the recall, never who holds what."""
+
+    def organisation(organisation: Organisation) -> dict[str, str]:
+        return {"name": organisation.name, "gln": organisation.gln}
+
+    return {
+        "reference": recall.reference,
+        "kind": recall.kind,
+        "classification": recall.classification,
+        "depth": recall.depth,
+        "reason": recall.reason,
+        "instructions": recall.instructions,
+        "manufacturer": organisation(recall.manufacturer),
+        "initiated_by": organisation(recall.initiated_by),
+        "issued_at": _when(recall.issued_at),
+        "items": [
+            {"gtin": item.batch.product.gtin, "lot": item.batch.lot}
+            | ({"serial_from": item.serial_from, "serial_to": item.serial_to} if not item.whole_batch else {})
+            for item in items
+        ],
+    }
+
+
+def _notices_send(recall_id: int) -> None:
+    tasks.recall_notices_mail.delay(recall_id)
