@@ -17,7 +17,16 @@ from django.db.models import Exists, OuterRef, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
-from traceability.models import Batch, CustodyEvent, Organisation, Product, Shipment, ShipmentItem
+from traceability.models import (
+    Batch,
+    CustodyEvent,
+    Organisation,
+    Product,
+    Recall,
+    RecallNotice,
+    Shipment,
+    ShipmentItem,
+)
 
 
 def _party_to(organisation: Organisation) -> Q:
@@ -88,3 +97,17 @@ def shipment_parties(shipment: Shipment) -> set[int]:
     makers = ShipmentItem.objects.filter(shipment=shipment).values_list("batch__product__manufacturer", flat=True)
     parties = {shipment.shipper_id, shipment.carrier_id, shipment.consignee_id, shipment.custodian_id}
     return parties | {pk for pair in held for pk in pair} | set(makers)
+
+
+def visible_recalls(organisation: Organisation) -> QuerySet[Recall]:
+    """Recalls the organisation issued, made the goods of, or was told about; all of them for a regulator."""
+    recalls = Recall.objects.select_related("manufacturer", "initiated_by")
+    if organisation.is_regulator:
+        return recalls
+    noticed = RecallNotice.objects.filter(organisation=organisation).values("recall")
+    return recalls.filter(Q(manufacturer=organisation) | Q(initiated_by=organisation) | Q(pk__in=noticed))
+
+
+def sees_progress(organisation: Organisation, recall: Recall) -> bool:
+    """Regulators, the manufacturer and the initiator see every holder's notice; a holder sees its own."""
+    return organisation.is_regulator or organisation.pk in (recall.manufacturer_id, recall.initiated_by_id)

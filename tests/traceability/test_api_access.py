@@ -36,7 +36,7 @@ from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona
 from traceability import services
-from traceability.models import Alert, Batch, Membership, Product, Shipment, Site
+from traceability.models import Alert, Batch, Membership, Product, Recall, Shipment, Site
 
 PASSWORD = "correct horse battery staple"  # the factories' password
 SIGNED_IN = ("manufacturer", "competitor", "carrier", "carrier2", "pharmacy", "regulator")
@@ -107,6 +107,19 @@ TABLE: dict[str, dict[str, Cells]] = {
     # The regulator's pages: other members are told they do not exist, anonymous visitors asked to sign in.
     "regulator-overview": anyone(GET=members(404, regulator=200, anonymous=302)),
     "regulator-ledger": anyone(GET=members(404, regulator=200, anonymous=302)),
+    # Recalls and traces (traceability/pages/recalls.py). The world holds the competitor's voluntary recall
+    # of its own batch: the competitor (its notice) and regulators see it, everyone else is told it does not
+    # exist. The table posts JSON, which a form reads as empty: 400s. Closing with no reason: 400 for the
+    # regulator, 403 for the competitor, who may see the recall but not close it.
+    "recalls": anyone(GET=members(200, anonymous=302)),
+    "recall-new": anyone(
+        GET=members(404, manufacturer=200, competitor=200, regulator=200, anonymous=302),
+        POST=members(404, manufacturer=400, competitor=400, regulator=400, anonymous=302),
+    ),
+    "recall-detail": anyone(GET=members(404, competitor=200, regulator=200, anonymous=302)),
+    "recall-acknowledge": anyone(POST=members(404, competitor=400, regulator=400, anonymous=302)),
+    "recall-close": anyone(POST=members(404, competitor=403, regulator=400, anonymous=302)),
+    "batch-trace": anyone(GET=members(404, manufacturer=200, regulator=200, anonymous=302)),
     # Consumer pages at the GS1 Digital Link paths: public.
     "digital-link-gtin": anyone(GET=everyone(200)),
     "digital-link-lot": anyone(GET=everyone(200)),
@@ -169,6 +182,23 @@ TABLE: dict[str, dict[str, Cells]] = {
     # The regulator sees alerts but the shipment's parties handle them.
     "api-alert-acknowledge": members_only(POST=members(200, regulator=403, **OUTSIDERS)),
     "api-alert-resolve": members_only(POST=members(200, regulator=403, **OUTSIDERS)),
+    # Recalls: a manufacturer recalls its own batch, a regulator any; the carrier and pharmacy see the batch
+    # but may not recall it (403); those who do not see it are told no such batch exists (400 naming items).
+    # The competitor's recall (see the pages above): its holder acknowledges, only a regulator closes.
+    "api-recall-list": members_only(
+        GET=members(200), POST=members(403, manufacturer=201, regulator=201, competitor=400, carrier2=400)
+    ),
+    "api-recall-preview": members_only(
+        POST=members(403, manufacturer=200, regulator=200, competitor=400, carrier2=400)
+    ),
+    "api-recall-detail": members_only(GET=members(404, competitor=200, regulator=200)),
+    "api-recall-acknowledge": members_only(POST=members(404, competitor=200, regulator=403)),
+    "api-recall-close": members_only(POST=members(404, competitor=403, regulator=200)),
+    # Traces: a batch's for its manufacturer and regulators; a shipment's for whoever sees it; a site's
+    # (the manufacturer's) for its organisation and regulators.
+    "api-batch-trace": members_only(GET=members(404, manufacturer=200, regulator=200)),
+    "api-shipment-trace": members_only(GET=MANUFACTURERS_OBJECT),
+    "api-site-trace": members_only(GET=members(404, manufacturer=200, regulator=200)),
     # The API's description is public.
     "api-schema": anyone(GET=everyone(200)),
     "api-docs": anyone(GET=everyone(200)),
@@ -198,6 +228,7 @@ class World:
     in_transit: Shipment
     competitor_product: Product
     competitor_batch: Batch
+    competitor_recall: Recall
 
     def __getitem__(self, name: str) -> Persona:
         return self.personas[name]
@@ -245,6 +276,15 @@ def build_world(personas: dict[str, Persona]) -> World:
         occurred_at=timezone.now() - datetime.timedelta(hours=1),
     )
     competitor_batch = register_stock(personas["competitor"], lot="C1")
+    competitor_recall = services.recall_issue(
+        actor=personas["competitor"].user,
+        password=PASSWORD,
+        items=[services.RecallItemSpec(competitor_batch)],
+        classification="II",
+        depth="retail",
+        reason="Label misprint.",
+        instructions="Return to the manufacturer.",
+    )
     watch(manufacturer, in_transit)
     ledger.ledger_commit()
     return World(
@@ -255,6 +295,7 @@ def build_world(personas: dict[str, Persona]) -> World:
         in_transit=in_transit,
         competitor_product=competitor_batch.product,
         competitor_batch=competitor_batch,
+        competitor_recall=competitor_recall,
     )
 
 
@@ -307,6 +348,20 @@ def paths(world: World) -> dict[str, str]:
         "manufacturer-batch-labels": reverse("manufacturer-batch-labels", args=[batch]),
         "regulator-overview": reverse("regulator-overview"),
         "regulator-ledger": reverse("regulator-ledger"),
+        "recalls": reverse("recalls"),
+        "recall-new": reverse("recall-new"),
+        "recall-detail": reverse("recall-detail", args=[world.competitor_recall.pk]),
+        "recall-acknowledge": reverse("recall-acknowledge", args=[world.competitor_recall.pk]),
+        "recall-close": reverse("recall-close", args=[world.competitor_recall.pk]),
+        "batch-trace": reverse("batch-trace", args=[batch]),
+        "api-recall-list": reverse("api-recall-list"),
+        "api-recall-preview": reverse("api-recall-preview"),
+        "api-recall-detail": reverse("api-recall-detail", args=[world.competitor_recall.pk]),
+        "api-recall-acknowledge": reverse("api-recall-acknowledge", args=[world.competitor_recall.pk]),
+        "api-recall-close": reverse("api-recall-close", args=[world.competitor_recall.pk]),
+        "api-batch-trace": reverse("api-batch-trace", args=[batch]),
+        "api-shipment-trace": reverse("api-shipment-trace", args=[world.in_transit.pk]),
+        "api-site-trace": reverse("api-site-trace", args=[world["manufacturer"].site.pk]),
         "digital-link-gtin": reverse("digital-link-gtin", args=[world.product.gtin]),
         "digital-link-lot": reverse("digital-link-lot", args=[world.product.gtin, world.batch.lot]),
         "digital-link-serial": reverse("digital-link-serial", args=[world.product.gtin, world.batch.lot, serial]),
@@ -383,6 +438,17 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
     "api-shipment-receive": lambda w: {"accept": True},
     "api-device-list": lambda w: {"device_id": "LOG-NEW", "public_key": "11" * 32},
     "api-shipment-devices": lambda w: {"device_id": "LOG-M1"},
+    "api-recall-list": lambda w: {
+        "items": [{"batch": w.batch.pk}],
+        "classification": "I",
+        "depth": "consumer",
+        "reason": "Particles in vials.",
+        "instructions": "Quarantine and return.",
+        "password": PASSWORD,
+    },
+    "api-recall-preview": lambda w: {"items": [{"batch": w.batch.pk}], "depth": "consumer"},
+    "api-recall-acknowledge": lambda w: {"units_found": 100},
+    "api-recall-close": lambda w: {"note": "All units accounted for."},
     "api-alert-acknowledge": lambda w: {"comment": "Checking the reefer unit."},
     "api-alert-resolve": lambda w: {"comment": "Unit repaired; QA informed."},
 }

@@ -14,8 +14,7 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q, QuerySet
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -29,20 +28,6 @@ from traceability.pages import access
 Kind = Organisation.Kind
 RECALLS_SHOWN = 200
 MAX_LINES = 100
-
-
-def visible_recalls(organisation: Organisation) -> QuerySet[Recall]:
-    """Recalls the organisation issued, made the goods of, or was told about; all of them for a regulator."""
-    recalls = Recall.objects.select_related("manufacturer", "initiated_by")
-    if organisation.is_regulator:
-        return recalls
-    noticed = RecallNotice.objects.filter(organisation=organisation).values("recall")
-    return recalls.filter(Q(manufacturer=organisation) | Q(initiated_by=organisation) | Q(pk__in=noticed))
-
-
-def sees_progress(organisation: Organisation, recall: Recall) -> bool:
-    """Regulators, the manufacturer and the initiator see every holder's notice; a holder sees its own."""
-    return organisation.is_regulator or organisation.pk in (recall.manufacturer_id, recall.initiated_by_id)
 
 
 def waiting_notices(organisation: Organisation) -> int:
@@ -135,7 +120,7 @@ def _items(form: RecallForm, organisation: Organisation) -> list[services.Recall
 @login_required
 def recall_list(request: HttpRequest) -> HttpResponse:
     organisation = access.organisation(request)
-    recalls = visible_recalls(organisation).prefetch_related("items__batch__product")[:RECALLS_SHOWN]
+    recalls = selectors.visible_recalls(organisation).prefetch_related("items__batch__product")[:RECALLS_SHOWN]
     waiting = set(
         RecallNotice.objects.filter(organisation=organisation, acknowledged_at__isnull=True).values_list(
             "recall", flat=True
@@ -173,8 +158,6 @@ def recall_new(request: HttpRequest) -> HttpResponse:
             access.form_errors(form, error)
             if "password" in getattr(error, "message_dict", {}):
                 confirm.add_error("password", error.message_dict["password"])
-        except PermissionDenied as error:
-            form.add_error("batches", str(error))
     status = 200 if scope is not None else 400
     return render(request, "recalls/new.html", {"form": form, "confirm": confirm, "scope": scope}, status=status)
 
@@ -195,8 +178,6 @@ def recall_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
             services.recall_acknowledge(actor=access.actor(request), recall=recall, **form.cleaned_data)
         except ValidationError as error:
             access.form_errors(form, error)
-        except PermissionDenied as error:
-            form.add_error(None, str(error))
         else:
             messages.success(request, _("Acknowledgement recorded."))
             return redirect("recall-detail", recall.pk)
@@ -213,8 +194,6 @@ def recall_close(request: HttpRequest, pk: int) -> HttpResponse:
             services.recall_close(actor=access.actor(request), recall=recall, note=form.cleaned_data["note"])
         except ValidationError as error:
             access.form_errors(form, error)
-        except PermissionDenied as error:
-            form.add_error(None, str(error))
         else:
             messages.success(request, _("Recall closed."))
             return redirect("recall-detail", recall.pk)
@@ -222,7 +201,7 @@ def recall_close(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _recall(request: HttpRequest, pk: int) -> Recall:
-    return get_object_or_404(visible_recalls(access.organisation(request)), pk=pk)
+    return get_object_or_404(selectors.visible_recalls(access.organisation(request)), pk=pk)
 
 
 def _may_start(request: HttpRequest) -> bool:
@@ -248,7 +227,7 @@ def _detail(
     status: int = 200,
 ) -> HttpResponse:
     organisation = access.organisation(request)
-    everyone = sees_progress(organisation, recall)
+    everyone = selectors.sees_progress(organisation, recall)
     notices = recall.notices.select_related("organisation", "acknowledged_by")
     own = next((notice for notice in notices if notice.organisation_id == organisation.pk), None)
     writer = access.can_write(request) and recall.status == Recall.Status.OPEN
