@@ -183,9 +183,11 @@ def _shipments_steps(shipments: Sequence[Shipment], units: dict[int, int]) -> li
     by_pk = {shipment.pk: shipment for shipment in shipments}
     steps = []
     for shipment in shipments:
+        # A dispatch recorded after the fact can predate the shipment's record; it was planned by then.
+        planned = min(shipment.created_at, shipment.dispatched_at or shipment.created_at)
         steps.append(
             Step(
-                shipment.created_at,
+                planned,
                 "shipment.created",
                 _("Shipment planned: %(units)d units from %(origin)s to %(destination)s.")
                 % {

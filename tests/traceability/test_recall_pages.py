@@ -1,0 +1,234 @@
+"""Recalls and traces through the pages and the API: preview, issue, notices, acknowledgement, close."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from tests import factories
+from tests.conftest import Persona
+from tests.scenarios import register_batch, ship
+from traceability.models import Batch, Recall, RecallNotice, Shipment
+
+pytestmark = pytest.mark.django_db
+PASSWORD = "correct horse battery staple"  # the factories' password
+
+
+@pytest.fixture
+def batch(manufacturer: Persona) -> Batch:
+    product = factories.ProductFactory(manufacturer=manufacturer.organisation, name="Flu vaccine")
+    return register_batch(manufacturer, product, lot="FLU24", serials=4)
+
+
+@pytest.fixture
+def shipments(batch: Batch, manufacturer: Persona, carrier: Persona, pharmacy: Persona) -> dict[str, Shipment]:
+    return {
+        outcome: ship(batch, manufacturer, carrier, pharmacy, quantity=quantity, outcome=outcome)
+        for outcome, quantity in (("delivered", 100), ("in_transit", 50))
+    }
+
+
+def signed_in(persona: Persona) -> Client:
+    client = Client()
+    client.force_login(persona.user)
+    return client
+
+
+def text_of(markup: bytes) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", markup.decode())).strip()
+
+
+def form(batch: Batch, **changes: str) -> dict[str, str]:
+    return {
+        "batches": f"{batch.product.gtin} {batch.lot}",
+        "classification": "I",
+        "depth": "consumer",
+        "reason": "Particles seen in vials of this lot.",
+        "instructions": "Stop using it; return every pack to the pharmacy.",
+    } | changes
+
+
+def test_the_preview_page_shows_the_scope_and_issues_nothing(
+    batch: Batch, shipments: dict[str, Shipment], regulator: Persona
+) -> None:
+    response = signed_in(regulator).post(reverse("recall-new"), form(batch) | {"preview": "1"})
+
+    assert response.status_code == 200
+    page = text_of(response.content)
+    assert "1000 units; 3 organisations will be told; 1 shipments planned or on the move will be flagged." in page
+    assert "Pharmacy Pharmacy site: 100 0 50 will be told" in page
+    assert shipments["in_transit"].reference in page
+    assert 'name="password"' in response.content.decode()
+    assert not Recall.objects.exists()
+
+
+def test_issuing_from_the_page_needs_the_password(
+    batch: Batch, shipments: dict[str, Shipment], regulator: Persona
+) -> None:
+    client = signed_in(regulator)
+    refused = client.post(reverse("recall-new"), form(batch) | {"issue": "1", "password": "wrong"})
+    assert refused.status_code == 400
+    assert "is not your password" in text_of(refused.content)
+    assert not Recall.objects.exists()
+
+    issued = client.post(reverse("recall-new"), form(batch) | {"issue": "1", "password": PASSWORD})
+
+    recall = Recall.objects.get()
+    assert issued.status_code == 302
+    assert issued["Location"] == reverse("recall-detail", args=[recall.pk])
+    page = text_of(client.get(issued["Location"]).content)
+    assert f"Recall {recall.reference} issued." in page
+    assert "0 of 3 organisations have acknowledged." in page
+    assert shipments["in_transit"].reference in page
+
+
+@pytest.mark.parametrize(
+    ("batches", "words"),
+    [
+        ("123", "Line 1: write a GTIN and a lot"),
+        ("12345678901234 L1", "Line 1:"),  # a wrong check digit, in the GS1 module's words
+        ("{gtin} NOPE", "Line 1: no batch with GTIN"),
+    ],
+)
+def test_bad_batch_lines_say_which_line(batch: Batch, regulator: Persona, batches: str, words: str) -> None:
+    lines = batches.format(gtin=batch.product.gtin)
+    response = signed_in(regulator).post(reverse("recall-new"), form(batch, batches=lines) | {"preview": "1"})
+    assert response.status_code == 400
+    assert words in text_of(response.content)
+
+
+def test_a_holder_sees_its_notice_acknowledges_and_the_regulator_closes(
+    batch: Batch, shipments: dict[str, Shipment], regulator: Persona, pharmacy: Persona, manufacturer: Persona
+) -> None:
+    signed_in(regulator).post(reverse("recall-new"), form(batch) | {"issue": "1", "password": PASSWORD})
+    recall = Recall.objects.get()
+    pharmacist = signed_in(pharmacy)
+    home = text_of(pharmacist.get(reverse("recalls")).content)
+    assert "Recalls 1 to acknowledge" in home
+    assert recall.reference in home
+    detail = text_of(pharmacist.get(reverse("recall-detail", args=[recall.pk])).content)
+    assert "Pharmacy 150 waiting" in detail
+    assert "Manufacturer" not in detail.split("Notices and acknowledgements")[1]  # a holder sees its own notice
+
+    refused = pharmacist.post(reverse("recall-acknowledge", args=[recall.pk]), {"units_found": "-3"})
+    assert refused.status_code == 400
+    done = pharmacist.post(reverse("recall-acknowledge", args=[recall.pk]), {"units_found": "148", "note": "2 sold"})
+    assert done.status_code == 302
+    notice = RecallNotice.objects.get(organisation=pharmacy.organisation)
+    assert (notice.units_found, notice.note) == (148, "2 sold")
+    assert "to acknowledge" not in text_of(pharmacist.get(reverse("recalls")).content)
+
+    regulator_page = text_of(signed_in(regulator).get(reverse("recall-detail", args=[recall.pk])).content)
+    assert "1 of 3 organisations have acknowledged." in regulator_page
+    assert "Manufacturer 850 waiting" in regulator_page
+    closed = signed_in(regulator).post(reverse("recall-close", args=[recall.pk]), {"note": "Stock accounted for."})
+    assert closed.status_code == 302
+    recall.refresh_from_db()
+    assert recall.status == Recall.Status.CLOSED
+    assert signed_in(manufacturer).post(reverse("recall-close", args=[recall.pk]), {"note": "x"}).status_code == 403
+
+
+def test_the_batch_page_links_to_the_trace_and_a_prefilled_recall(batch: Batch, manufacturer: Persona) -> None:
+    client = signed_in(manufacturer)
+    page = client.get(reverse("manufacturer-batch", args=[batch.pk])).content.decode()
+    assert reverse("batch-trace", args=[batch.pk]) in page
+    assert f"{reverse('recall-new')}?batch={batch.pk}" in page
+    prefilled = client.get(reverse("recall-new"), {"batch": batch.pk}).content.decode()
+    assert f"{batch.product.gtin} {batch.lot}</textarea>" in prefilled
+
+
+def test_the_trace_page_tells_the_batch_life(
+    batch: Batch, shipments: dict[str, Shipment], manufacturer: Persona, competitor: Persona
+) -> None:
+    page = text_of(signed_in(manufacturer).get(reverse("batch-trace", args=[batch.pk])).content)
+    assert "Batch registered: 1000 units" in page
+    assert f"shipment.delivered {shipments['delivered'].reference} Received by Pharmacy." in page
+    assert signed_in(competitor).get(reverse("batch-trace", args=[batch.pk])).status_code == 404
+
+
+# The API -------------------------------------------------------------------------------------
+
+
+def test_the_api_previews_issues_and_reports_progress(
+    batch: Batch, shipments: dict[str, Shipment], manufacturer: Persona, pharmacy: Persona
+) -> None:
+    api = manufacturer.client()
+    items = [{"batch": batch.pk, "serial_from": "", "serial_to": ""}]
+    scope = api.post(reverse("api-recall-preview"), {"items": items, "depth": "wholesale"}, format="json").json()
+    assert scope["units"] == 1000
+    assert {h["organisation"]["name"]: h["notified"] for h in scope["holders"]} == {
+        "Manufacturer": True,
+        "Carrier": True,
+        "Pharmacy": False,
+    }
+    body = {
+        "items": items,
+        "classification": "II",
+        "depth": "retail",
+        "reason": "Label misprint.",
+        "instructions": "Return.",
+        "password": PASSWORD,
+    }
+    created = api.post(reverse("api-recall-list"), body, format="json")
+    assert created.status_code == 201, created.json()
+    recall = created.json()
+    assert recall["kind"] == "voluntary"
+    assert len(recall["notices"]) == 3
+    assert recall["flagged_shipments"] == [{"reference": shipments["in_transit"].reference, "units": 50}]
+
+    acknowledged = pharmacy.client().post(
+        reverse("api-recall-acknowledge", args=[recall["id"]]), {"units_found": 150}, format="json"
+    )
+    assert acknowledged.status_code == 200
+    own = acknowledged.json()["notices"]
+    assert [(n["organisation"]["name"], n["units_found"]) for n in own] == [("Pharmacy", 150)]
+    assert acknowledged.json()["flagged_shipments"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"items": [{"batch": 999999}]}, "items"),
+        ({"items": "all"}, "items"),
+        ({"classification": "V"}, "classification"),
+        ({"password": "nope"}, "password"),
+        ({"reason": ""}, "reason"),
+    ],
+)
+def test_bad_recalls_get_400_naming_the_field(
+    batch: Batch, manufacturer: Persona, change: dict[str, Any], field: str
+) -> None:
+    body = {
+        "items": [{"batch": batch.pk}],
+        "classification": "II",
+        "depth": "retail",
+        "reason": "Label misprint.",
+        "instructions": "Return.",
+        "password": PASSWORD,
+    } | change
+    response = manufacturer.client().post(reverse("api-recall-list"), body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not Recall.objects.exists()
+
+
+def test_the_trace_api(batch: Batch, shipments: dict[str, Shipment], manufacturer: Persona, pharmacy: Persona) -> None:
+    found = manufacturer.client().get(reverse("api-batch-trace", args=[batch.pk])).json()
+    assert found["steps"][0]["kind"] == "batch.registered"
+    assert {s["organisation"]["name"]: s["free"] for s in found["stock"]} == {"Manufacturer": 850, "Pharmacy": 100}
+    assert [m["shipment"] for m in found["moving"]] == [shipments["in_transit"].reference]
+
+    steps = pharmacy.client().get(reverse("api-shipment-trace", args=[shipments["delivered"].pk])).json()
+    assert [step["kind"] for step in steps] == ["shipment.created", "shipment.dispatched", "shipment.delivered"]
+
+    site = pharmacy.client().get(reverse("api-site-trace", args=[pharmacy.site.pk])).json()
+    assert site["truncated"] is False
+    assert [(p["direction"], p["shipment"]) for p in site["passages"]] == [("in", shipments["delivered"].reference)]
+    assert site["passages"][0]["items"] == [{"gtin": batch.product.gtin, "lot": batch.lot, "units": 100}]
+    bad = pharmacy.client().get(reverse("api-site-trace", args=[pharmacy.site.pk]), {"since": "yesterday"})
+    assert bad.status_code == 400
+    assert "since" in bad.json()
