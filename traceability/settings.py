@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that every log line of a request, redirects included, carries its id.
+    "traceability.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -90,6 +92,12 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+if not DEBUG:
+    # Production serves the static files collected into the image (docker/Dockerfile) itself;
+    # with DEBUG, runserver serves them from the apps.
+    _after_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1
+    MIDDLEWARE.insert(_after_security, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "traceability.urls"
 WSGI_APPLICATION = "traceability.wsgi.application"
@@ -173,8 +181,8 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
-# /health/ is probed over plain HTTP by load balancers inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^health/$"]
+# /health/ is probed, and /metrics scraped, over plain HTTP inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
 
 SECURE_CSP = {
     "default-src": [CSP.SELF],
@@ -270,10 +278,58 @@ CELERY_BEAT_SCHEDULE = {
 
 MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")
 
+# /metrics answers only "Authorization: Bearer <METRICS_KEY>"; with no key it does not exist (404).
+METRICS_KEY = _secret("METRICS_KEY", default="") or ""
+
+
+# Mail (recall notices): EMAIL_URL as django-environ reads it, e.g. smtp+tls://user:password@host:587
+# (STARTTLS), smtp+ssl://...:465, consolemail://; the console with DEBUG, else SMTP on localhost.
+# Django 6.1's MAILERS, which replaces the deprecated EMAIL_* settings.
+def _mailer(url: str) -> dict[str, object]:
+    config = environ.Env.email_url_config(url)
+    backend = config["EMAIL_BACKEND"]
+    options: dict[str, object] = {}
+    if backend == "django.core.mail.backends.smtp.EmailBackend":
+        options = {
+            "host": config["EMAIL_HOST"] or "localhost",
+            "port": config["EMAIL_PORT"] or 25,
+            "username": config["EMAIL_HOST_USER"] or "",
+            "password": config["EMAIL_HOST_PASSWORD"] or "",
+            "use_tls": bool(config.get("EMAIL_USE_TLS")),
+            "use_ssl": bool(config.get("EMAIL_USE_SSL")),
+            "timeout": 30,
+        }
+    elif config["EMAIL_FILE_PATH"]:
+        options = {"file_path": config["EMAIL_FILE_PATH"]}
+    return {"BACKEND": backend, "OPTIONS": options}
+
+
+MAILERS = {"default": _mailer(_secret("EMAIL_URL") or ("consolemail://" if DEBUG else "smtp://localhost:25"))}
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="ColdTrace <coldtrace@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# Logs go to standard error (containers collect it as they do stdout): one JSON object a line in
+# production, text for developers. Every line of a request or a Celery task carries its id
+# (traceability/logs.py).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "traceability.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "traceability.logs.JsonFormatter"},
+        "text": {"()": "traceability.logs.TextFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# Celery keeps this configuration instead of installing its own handlers and format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -10,6 +10,7 @@ from traceability.signin import ThrottledLoginView
 urlpatterns = [
     path("", views.home, name="home"),
     path("health/", views.health, name="health"),
+    path("metrics", views.metrics, name="metrics"),
     path("", include("traceability.consumer.urls")),
     path("logistics/", include("traceability.pages.logistics_urls")),
     path("manufacturer/", include("traceability.pages.manufacturer_urls")),
@@ -22,5 +23,6 @@ urlpatterns = [
     path("api/v1/epcis/", include("traceability.epcis.urls")),
     path("api/v1/", include("traceability.api.recall_urls")),
     path("api/v1/", include("traceability.api.urls")),
+    path("admin/status/", views.ops_status, name="ops-status"),  # before the admin's catch-all
     path("admin/", admin.site.urls),
 ]

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.db.models import Count, QuerySet, TextChoices
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from traceability import selectors
+from traceability import metrics as platform_metrics
+from traceability import operations, selectors
 from traceability.models import Batch, Organisation, Shipment
 
 Kind = Organisation.Kind
@@ -28,6 +33,47 @@ def health(request: HttpRequest) -> HttpResponse:
     except Exception:  # any database failure means "not healthy", never a 500 page
         return JsonResponse({"status": "unavailable", "database": "down"}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics for ``Authorization: Bearer <METRICS_KEY>``; with no key configured there is no such page."""
+    key: str = settings.METRICS_KEY
+    if not key:
+        raise Http404("metrics are off: set METRICS_KEY")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), key.encode()):
+        response = HttpResponse("Send Authorization: Bearer <METRICS_KEY>.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponse(status=405, headers={"Allow": "GET, HEAD"})
+    body, content_type = platform_metrics.exposition(request.headers.get("Accept", ""))
+    return HttpResponse(body, content_type=content_type)
+
+
+@staff_member_required
+@require_safe
+@never_cache
+def ops_status(request: HttpRequest) -> HttpResponse:
+    """For staff: are the database, the broker and the workers up; how far behind are ingest and the ledger."""
+    now = timezone.now()
+    database, broker = operations.database_check(), operations.broker_check()
+    context: dict[str, Any] = {
+        "now": now,
+        "database": database,
+        "broker": broker,
+        "workers": operations.workers_ping() if broker.ok else None,
+    }
+    if database.ok:
+        inbox, ledger = operations.inbox_state(), operations.ledger_state()
+        context |= {
+            "inbox": inbox,
+            "ingest_lag": inbox.oldest_pending_age(now),
+            "ledger": ledger,
+            "checkpoint_age": ledger.checkpoint_age(now),
+        }
+    return render(request, "ops/status.html", context)
 
 
 def status_tiles(statuses: type[TextChoices], rows: QuerySet[Any]) -> list[tuple[str, str, int]]:

@@ -199,6 +199,14 @@ TABLE: dict[str, dict[str, Cells]] = {
     "api-batch-trace": members_only(GET=members(404, manufacturer=200, regulator=200)),
     "api-shipment-trace": members_only(GET=MANUFACTURERS_OBJECT),
     "api-site-trace": members_only(GET=members(404, manufacturer=200, regulator=200)),
+    # EPCIS 2.0: every member queries the events it may see; capture refuses the table's empty body
+    # (not an EPCISDocument: 400) for every member, since every persona may write.
+    "api-epcis-events": members_only(GET=members(200)),
+    "api-epcis-capture": members_only(POST=members(400)),
+    # /metrics with no METRICS_KEY configured (the tests' world) does not exist, for any method.
+    "metrics": {method: everyone(404) for method in METHODS},
+    # The staff status page: nobody in the world is staff, so every method sends every persona to the admin login.
+    "ops-status": {method: everyone(302) for method in METHODS},
     # The API's description is public.
     "api-schema": anyone(GET=everyone(200)),
     "api-docs": anyone(GET=everyone(200)),
@@ -354,6 +362,10 @@ def paths(world: World) -> dict[str, str]:
         "recall-acknowledge": reverse("recall-acknowledge", args=[world.competitor_recall.pk]),
         "recall-close": reverse("recall-close", args=[world.competitor_recall.pk]),
         "batch-trace": reverse("batch-trace", args=[batch]),
+        "api-epcis-events": reverse("api-epcis-events"),
+        "api-epcis-capture": reverse("api-epcis-capture"),
+        "metrics": reverse("metrics"),
+        "ops-status": reverse("ops-status"),
         "api-recall-list": reverse("api-recall-list"),
         "api-recall-preview": reverse("api-recall-preview"),
         "api-recall-detail": reverse("api-recall-detail", args=[world.competitor_recall.pk]),

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-urlpatterns: list[URLPattern] = []
+from traceability.epcis import views
+
+urlpatterns: list[URLPattern] = [
+    path("events", views.EventsView.as_view(), name="api-epcis-events"),
+    path("capture", views.CaptureView.as_view(), name="api-epcis-capture"),
+]

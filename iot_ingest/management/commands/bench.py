@@ -34,7 +34,7 @@ from ledger.models import PendingEvent, TreeNode
 from ledger.selectors import live_ledger
 
 LEVEL_SHIFT = 40
-SECTIONS = ["web", "ledger", "proofs", "coldchain", "pages"]
+SECTIONS = ["web", "ledger", "proofs", "coldchain", "pages", "trace"]
 
 
 @dataclass
@@ -121,6 +121,8 @@ class Command(BaseCommand):
                     self.cold_chain(options)
                 if "pages" in only:
                     self.pages(options["seconds"])
+                if "trace" in only:
+                    self.trace()
         finally:
             teardown_databases(databases, verbosity=0)
 
@@ -258,6 +260,55 @@ class Command(BaseCommand):
         self.stdout.write(f"  goal: at least 500 req/s and p99 under 100 ms; page {url}")
         if page.failures or floor.failures:
             self.stdout.write(f"  note: {page.failures + floor.failures} requests did not answer 200")
+
+    def trace(self) -> None:
+        """A batch's full trace and a recall's scope, among 10,000 shipments and 1,000,000 readings."""
+        from iot_ingest import bench_pages, bench_trace
+        from traceability import trace
+        from traceability.models import Batch
+        from traceability.services import RecallItemSpec, recall_issue, recall_preview
+
+        if connection.vendor != "postgresql":
+            self.stdout.write("\ntrace and recall: skipped: set DATABASE_URL to PostgreSQL")
+            return
+        world = bench_trace.world_build()
+        held = bench_pages.readings_load()
+        narrow, wide = world.narrow, world.wide
+        legs = {batch.lot: batch.shipment_items.count() for batch in (narrow, wide)}
+        one_row = ("ms", "one-row query", median_ms([lambda: Batch.objects.get(pk=narrow.pk)] * 50))
+
+        def preview() -> object:
+            return recall_preview(actor=world.regulator, items=[RecallItemSpec(wide)], depth="consumer")
+
+        password = secrets.token_urlsafe(12)
+        world.regulator.set_password(password)
+        world.regulator.save()
+        start = time.perf_counter()
+        recall = recall_issue(
+            actor=world.regulator,
+            password=password,
+            items=[RecallItemSpec(wide)],
+            classification="I",
+            depth="consumer",
+            reason="bench",
+            instructions="bench",
+        )
+        issued_ms = (time.perf_counter() - start) * 1000
+        checking = median_ms([partial(world.regulator.check_password, password)] * 3)
+        self.table(
+            f"trace and recall: {world.shipments:,} shipments, {held:,} readings",
+            [
+                Row(f"batch trace, {legs[narrow.lot]} legs (median of 50)",
+                    median_ms([lambda: trace.batch_trace(narrow)] * 50), *one_row),
+                Row(f"batch trace, {legs[wide.lot]:,} legs (median of 10)",
+                    median_ms([lambda: trace.batch_trace(wide)] * 10), *one_row),
+                Row(f"recall scope preview, {legs[wide.lot]:,} legs (median of 10)",
+                    median_ms([preview] * 10), *one_row),
+                Row(f"recall issued: {recall.notices.count()} notices, {recall.flagged.count()} flags",
+                    issued_ms, "ms", "password check", checking),
+            ],
+        )  # fmt: skip
+        self.stdout.write("  goals: a batch's full trace under 50 ms; a 1,000-shipment recall's scope under 500 ms")
 
     def cold_chain(self, options: dict[str, Any]) -> None:
         """Readings end to end through Mosquitto, ingest processes, Redis and workers, beside the raw limits."""

@@ -1,0 +1,218 @@
+"""EPCIS 2.0 capture: partners' events kept once, custody recorded through the services' rules."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from ledger.models import PendingEvent
+from tests.conftest import Persona, make_persona
+from tests.scenarios import register_batch
+from tests.traceability.test_epcis import journey, made, make_product, reference_ids, ship
+from traceability.epcis import hashing
+from traceability.models import Batch, CapturedEvent, CustodyEvent, Membership, Organisation, Shipment
+
+URL = "/api/v1/epcis/capture"
+CONTEXT = ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"]
+
+
+def document(*events: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "@context": CONTEXT,
+        "type": "EPCISDocument",
+        "schemaVersion": "2.0",
+        "creationDate": "2026-01-01T00:00:00Z",
+        "epcisBody": {"eventList": list(events)},
+    }
+
+
+def event(batch: Batch, *, biz_step: str, when: datetime.datetime, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "ObjectEvent",
+        "eventTime": when.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z"),
+        "eventTimeZoneOffset": "+00:00",
+        "quantityList": [{"epcClass": f"https://id.gs1.org/01/{batch.product.gtin}/10/{batch.lot}", "quantity": 10}],
+        "action": "OBSERVE",
+        "bizStep": biz_step,
+        **fields,
+    }
+
+
+def party(persona: Persona) -> str:
+    return f"https://id.gs1.org/417/{persona.organisation.gln}"
+
+
+def capture(persona: Persona, body: Any) -> Any:
+    return persona.client().post(URL, body, format="json")
+
+
+@pytest.fixture
+def in_transit(personas: dict[str, Persona]) -> Shipment:
+    manufacturer = personas["manufacturer"]
+    batch = made(register_batch(manufacturer, make_product(manufacturer), lot="CAP1"))
+    return ship(manufacturer, personas["carrier"], personas["pharmacy"], batch, hours_ago=5)
+
+
+def test_a_receipt_naming_our_shipment_is_recorded_once_with_its_ledger_entry(
+    personas: dict[str, Persona], in_transit: Shipment
+) -> None:
+    batch = in_transit.items.get().batch
+    received = event(
+        batch,
+        biz_step="receiving",
+        when=timezone.now() - datetime.timedelta(hours=1),
+        disposition="in_progress",
+        bizTransactionList=[
+            {"type": "desadv", "bizTransaction": f"urn:epcglobal:cbv:bt:0000000000000:{in_transit.reference}"}
+        ],
+    )
+    response = capture(personas["pharmacy"], document(received))
+    assert response.status_code == 200, response.content
+    (result,) = response.json()["results"]
+    assert result["status"] == "recorded"
+    assert result["shipment"] == in_transit.reference
+    in_transit.refresh_from_db()
+    assert in_transit.status == Shipment.Status.DELIVERED
+    assert PendingEvent.objects.filter(type="shipment.delivered").exists()
+    kept = CapturedEvent.objects.get()
+    assert kept.event_id == result["eventID"] == hashing.event_id(received, context=CONTEXT)
+    assert kept.batch == batch
+    assert kept.custody_event is not None
+    assert kept.custody_event.kind == CustodyEvent.Kind.RECEIPT
+    # Sent again: nothing changes.
+    again = capture(personas["pharmacy"], document(received)).json()["results"]
+    assert again[0]["status"] == "already_recorded"
+    assert CapturedEvent.objects.count() == 1
+
+
+def test_a_hand_over_by_the_carrier_found_by_its_parties(personas: dict[str, Persona], in_transit: Shipment) -> None:
+    carrier, carrier2 = personas["carrier"], personas["carrier2"]
+    handed = event(
+        in_transit.items.get().batch,
+        biz_step="accepting",
+        when=timezone.now() - datetime.timedelta(hours=2),
+        eventID="urn:uuid:6f1b9c5e-1d2a-4a7b-9a55-0b0f3c2d1e00",
+        readPoint={"id": f"urn:epc:id:sgln:{carrier2.site.gln[:7]}.{carrier2.site.gln[7:12]}.0"},
+        sourceList=[{"type": "possessing_party", "source": party(carrier)}],
+        destinationList=[{"type": "possessing_party", "destination": party(carrier2)}],
+    )
+    (result,) = capture(carrier, document(handed)).json()["results"]
+    assert result == {
+        "eventID": "urn:uuid:6f1b9c5e-1d2a-4a7b-9a55-0b0f3c2d1e00",
+        "status": "recorded",
+        "detail": f"custody of {in_transit.reference} handed to {carrier2.organisation.name}.",
+        "shipment": in_transit.reference,
+    }
+    in_transit.refresh_from_db()
+    assert in_transit.custodian == carrier2.organisation
+    assert in_transit.custody_events.get(kind="handover").site == carrier2.site
+
+
+def test_the_custody_rules_still_apply_and_the_event_is_kept(
+    personas: dict[str, Persona], in_transit: Shipment
+) -> None:
+    """carrier2 says it took the goods over: only the holder hands them over, so no custody changes."""
+    carrier, carrier2 = personas["carrier"], personas["carrier2"]
+    in_transit_batch = in_transit.items.get().batch
+    claim = event(
+        in_transit_batch,
+        biz_step="accepting",
+        when=timezone.now() - datetime.timedelta(hours=2),
+        bizTransactionList=[{"bizTransaction": f"urn:epcglobal:cbv:bt:1:{in_transit.reference}"}],
+        sourceList=[{"type": "possessing_party", "source": party(carrier)}],
+        destinationList=[{"type": "possessing_party", "destination": party(carrier2)}],
+    )
+    # carrier2 is no party to the shipment: the batch is unknown to it.
+    (unknown,) = capture(carrier2, document(claim)).json()["results"]
+    assert unknown["status"] == "not_recorded"
+    assert "no batch known" in unknown["detail"]
+    # The pharmacy sees it, but does not hold the goods.
+    (refused,) = capture(personas["pharmacy"], document(claim)).json()["results"]
+    assert refused["status"] == "not_recorded"
+    assert "Only the organisation holding the goods" in refused["detail"]
+    assert CapturedEvent.objects.get().outcome.startswith("kept, but no custody recorded")
+    in_transit.refresh_from_db()
+    assert in_transit.custodian == carrier.organisation
+
+
+def test_a_rejection_and_events_without_custody(personas: dict[str, Persona], in_transit: Shipment) -> None:
+    batch = in_transit.items.get().batch
+    serial = batch.serials.values_list("serial", flat=True)[0]
+    gtin = batch.product.gtin
+    rejected = event(
+        batch,
+        biz_step="receiving",
+        disposition="non_conformant",
+        when=timezone.now() - datetime.timedelta(minutes=30),
+        sourceList=[{"type": "possessing_party", "source": party(personas["carrier"])}],
+        destinationList=[{"type": "possessing_party", "destination": party(personas["pharmacy"])}],
+    )
+    inspected = {
+        "type": "ObjectEvent",
+        "eventTime": "2026-01-01T10:00:00.000+01:00",
+        "eventTimeZoneOffset": "+01:00",
+        "epcList": [f"urn:epc:id:sgtin:{gtin[1:8]}.{gtin[0]}{gtin[8:13]}.{serial}"],
+        "action": "OBSERVE",
+        "bizStep": "inspecting",
+    }
+    foreign = event(Batch(product=batch.product, lot="NOPE"), biz_step="receiving", when=timezone.now())
+    results = capture(personas["pharmacy"], document(rejected, inspected, foreign)).json()["results"]
+    assert [r["status"] for r in results] == ["recorded", "recorded", "not_recorded"]
+    in_transit.refresh_from_db()
+    assert in_transit.status == Shipment.Status.REJECTED
+    assert "EPCIS" in in_transit.rejection_reason
+    assert CapturedEvent.objects.filter(batch=batch).count() == 2
+    assert results[1]["eventID"] == hashing.event_id(inspected, context=CONTEXT)
+    assert (
+        results[1]["eventID"]
+        == reference_ids(
+            {**document(inspected), "epcisBody": {"queryResults": {"resultsBody": {"eventList": [inspected]}}}}
+        )[0]
+    )
+
+
+def test_a_document_that_is_not_valid_epcis_is_a_400_with_each_error_and_its_path(manufacturer: Persona) -> None:
+    bad = document({"type": "ObjectEvent", "eventTime": "noon", "eventTimeZoneOffset": "+00:00", "action": "ADD"})
+    response = capture(manufacturer, bad)
+    assert response.status_code == 400
+    paths = {error["path"] for error in response.json()["errors"]}
+    assert "$.epcisBody.eventList[0].eventTime" in paths
+    assert capture(manufacturer, {"type": "EPCISQueryDocument"}).status_code == 400
+    assert capture(manufacturer, [1, 2]).status_code == 400
+    assert not CapturedEvent.objects.exists()
+
+
+def test_huge_documents_are_refused(manufacturer: Persona) -> None:
+    batch = register_batch(manufacturer, make_product(manufacturer))
+    many = [event(batch, biz_step="inspecting", when=timezone.now()) for _ in range(501)]
+    response = capture(manufacturer, document(*many))
+    assert response.status_code == 413
+    assert "at most 500" in response.json()["detail"]
+    raw = json.dumps(document(event(batch, biz_step="inspecting", when=timezone.now(), padding="x" * 1_100_000)))
+    response = manufacturer.client().post(URL, raw, content_type="application/ld+json")
+    assert response.status_code == 413
+    assert not CapturedEvent.objects.exists()
+
+
+def test_capture_needs_a_member_who_may_write(personas: dict[str, Persona], anonymous: Any) -> None:
+    viewer = make_persona("viewer", Organisation.Kind.DISPENSER, role=Membership.Role.VIEWER)
+    assert capture(viewer, document()).status_code == 403
+    assert anonymous.post(URL, document(), format="json").status_code == 401
+
+
+def test_a_whole_journey_captured_back_is_already_known(personas: dict[str, Persona]) -> None:
+    """Our own export, fed back by the manufacturer: every event is kept once, none changes custody twice."""
+    journey(personas)
+    exported = json.loads(personas["manufacturer"].client().get("/api/v1/epcis/events").content)
+    event_list = exported["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+    body = {**document(*event_list), "@context": exported["@context"]}
+    first = capture(personas["manufacturer"], body).json()["results"]
+    assert [r["eventID"] for r in first] == [e["eventID"] for e in event_list]
+    assert all(r["status"] in ("recorded", "not_recorded") for r in first)
+    assert CapturedEvent.objects.count() == len(event_list)
+    second = capture(personas["manufacturer"], body).json()["results"]
+    assert {r["status"] for r in second} == {"already_recorded"}
