@@ -167,7 +167,7 @@ class BatchTrace:
 
 
 def batch_trace(batch: Batch) -> BatchTrace:
-    """The batch's whole life in order, and where its units are now (8 queries)."""
+    """The batch's whole life in order, and where its units are now (at most 10 queries, whatever its size)."""
     batch = Batch.objects.select_related("product__manufacturer").get(pk=batch.pk)
     items = carrying([batch])
     units = {item.shipment_id: item.quantity for item in items}

@@ -286,7 +286,7 @@ def test_a_batch_trace_takes_the_same_queries_for_any_number_of_shipments(
 ) -> None:
     for _ in range(6):
         ship(batch, manufacturer, carrier, pharmacy, quantity=5)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(10):
         found = trace.batch_trace(batch)
     assert len([step for step in found.steps if step.kind == "shipment.delivered"]) == 6
 
