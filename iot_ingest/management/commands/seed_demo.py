@@ -134,6 +134,7 @@ class Command(BaseCommand):
             if not Batch.objects.filter(product__in=products).exists():
                 batches = self._batches(products, users)
                 self._shipments(batches, users)
+                self._recall(batches, users, password)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"Sign in at {settings.BASE_URL}/ with password {password!r} as:")
         for spec in ORGANISATIONS:
@@ -231,6 +232,18 @@ class Command(BaseCommand):
                     actor=users[consignee], shipment=shipment, accept=accept, reason=reason,
                     occurred_at=now - datetime.timedelta(days=2),
                 )  # fmt: skip
+
+    def _recall(self, batches: list[list[Batch]], users: dict[str, Any], password: str) -> None:
+        """A voluntary recall of the Cardiolin batch delivered to the pharmacy, which has yet to acknowledge it."""
+        services.recall_issue(
+            actor=users["manufacturer2"],
+            password=password,
+            items=[services.RecallItemSpec(batches[3][0])],
+            classification="II",
+            depth="retail",
+            reason="Tablets of this lot may be broken in the blister (packaging line fault).",
+            instructions="Stop dispensing this lot and return it to your wholesaler; patients need not act.",
+        )
 
     def _loggers(self, organisations: dict[str, Organisation]) -> dict[str, list[Device]]:
         """Four loggers per manufacturer; their private keys go to var/demo-devices.json for the simulator."""
