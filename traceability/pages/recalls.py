@@ -9,8 +9,6 @@ back next to the fields they name.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -144,22 +142,35 @@ def recall_new(request: HttpRequest) -> HttpResponse:
     if form.is_valid() and confirm.is_valid():
         try:
             items = _items(form, organisation)
-            arguments: dict[str, Any] = {"actor": access.actor(request), "items": items}
             if "issue" in request.POST:
-                recall = services.recall_issue(
-                    **arguments,
-                    password=confirm.cleaned_data["password"],
-                    **{name: form.cleaned_data[name] for name in ("classification", "depth", "reason", "instructions")},
-                )
-                messages.success(request, _("Recall %(reference)s issued.") % {"reference": recall.reference})
-                return redirect("recall-detail", recall.pk)
-            scope = services.recall_preview(**arguments, depth=form.cleaned_data["depth"])
+                recall = _issue(request, form, confirm, items)
+                if recall is not None:
+                    messages.success(request, _("Recall %(reference)s issued.") % {"reference": recall.reference})
+                    return redirect("recall-detail", recall.pk)
+            # The scope again, beside any refusal, so a mistyped password needs no second preview.
+            scope = services.recall_preview(actor=access.actor(request), items=items, depth=form.cleaned_data["depth"])
         except ValidationError as error:
             access.form_errors(form, error)
-            if "password" in getattr(error, "message_dict", {}):
-                confirm.add_error("password", error.message_dict["password"])
-    status = 200 if scope is not None else 400
+    status = 400 if form.errors or confirm.errors else 200
     return render(request, "recalls/new.html", {"form": form, "confirm": confirm, "scope": scope}, status=status)
+
+
+def _issue(
+    request: HttpRequest, form: RecallForm, confirm: ConfirmForm, items: list[services.RecallItemSpec]
+) -> Recall | None:
+    """The recall issued; None when refused, with each reason next to its field (the password's in ``confirm``)."""
+    facts = {name: form.cleaned_data[name] for name in ("classification", "depth", "reason", "instructions")}
+    try:
+        return services.recall_issue(
+            actor=access.actor(request), items=items, password=confirm.cleaned_data["password"], **facts
+        )
+    except ValidationError as error:
+        refusals = dict(error.message_dict)
+        if "password" in refusals:
+            confirm.add_error("password", refusals.pop("password"))
+        if refusals:
+            access.form_errors(form, ValidationError(refusals))
+        return None
 
 
 @require_safe
