@@ -84,6 +84,8 @@ def test_issuing_from_the_page_needs_the_password(
     assert f"Recall {recall.reference} issued." in page
     assert "0 of 3 organisations have acknowledged." in page
     assert shipments["in_transit"].reference in page
+    flagged = text_of(client.get(reverse("logistics-shipment", args=[shipments["in_transit"].pk])).content)
+    assert f"This shipment carries goods of class I recall {recall.reference}: Particles seen" in flagged
 
 
 @pytest.mark.parametrize(

@@ -556,5 +556,6 @@ def shipment_page(request: HttpRequest, membership: Membership, pk: int) -> Http
         ),
         "devices": shipment.device_assignments.select_related("device").order_by("starts_at", "id"),
         "ledger": shipment_ledger.section(request, shipment),
+        "recalls": [flag.recall for flag in shipment.recall_flags.select_related("recall")],
     }
     return render(request, "logistics/shipment.html", context)
