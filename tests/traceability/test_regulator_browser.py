@@ -146,7 +146,7 @@ def test_a_malformed_subject_is_explained_next_to_the_field(
         page.get_by_role("button", name="Search").click()
     assert navigation.value.status == 400
     alert = page.get_by_role("alert").inner_text()
-    assert "it must begin with shipment:, batch:, product: or key:" in alert
+    assert "it must begin with shipment:, batch:, product:, recall: or key:" in alert
     assert page.get_by_label("Subject", exact=True).get_attribute("aria-invalid") == "true"
     # The browser reports the 400 itself in the console; nothing else may be there.
     assert all("status of 400" in error for error in page.console_errors)

@@ -338,7 +338,7 @@ def test_the_overview_takes_the_same_few_queries_for_1_or_20_of_everything(
 ) -> None:
     build_overview_world(n, manufacturer, carrier, pharmacy)
     client = signed_in(regulator.user)
-    with django_assert_max_num_queries(11):  # type: ignore[attr-defined]
+    with django_assert_max_num_queries(12):  # type: ignore[attr-defined]
         page = client.get(OVERVIEW).content.decode()
     assert len(re.findall(r"<tr data-gln=", page)) == 6 + n
     assert f"{n} excursion" in section(page, "excursions")
@@ -593,8 +593,8 @@ def test_an_unknown_subject_has_no_entries(regulator: Persona, two_checkpoints: 
     [
         ("", "Enter a subject to search for"),
         ("   ", "Enter a subject to search for"),
-        ("SHP-20260101-0A1B2C3D", "it must begin with shipment:, batch:, product: or key:"),
-        ("order:42", "it must begin with shipment:, batch:, product: or key:"),
+        ("SHP-20260101-0A1B2C3D", "it must begin with shipment:, batch:, product:, recall: or key:"),
+        ("order:42", "it must begin with shipment:, batch:, product:, recall: or key:"),
         ("shipment:", "Give the name after “shipment:”, without spaces."),
         ("shipment:SHP 1", "Give the name after “shipment:”, without spaces."),
         ("batch:09506000134352", "A batch subject is batch:<GTIN>:<lot>"),
@@ -672,7 +672,7 @@ def test_the_search_takes_the_same_few_queries_for_1_or_20_entries(
     ledger.ledger_commit()
     client = signed_in(regulator.user)
     for subject, n in (("shipment:SHP-ONE", 1), ("shipment:SHP-TWENTY", 23)):
-        with django_assert_max_num_queries(11):  # type: ignore[attr-defined]
+        with django_assert_max_num_queries(12):  # type: ignore[attr-defined]
             page = client.get(LEDGER, {"subject": subject}).content.decode()
         assert len(articles(page)) == n
         assert page.count("verified</span>") == n

@@ -49,7 +49,7 @@ SUBJECT_ENTRIES = 50  # entries of a subject per page, newest first; "older entr
 MAX_SEQ = 2**63 - 1  # a seq is a BigIntegerField
 UNRESOLVED = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED)  # open until resolved, as Alert's constraint has it
 SEVERITIES = (Alert.Severity.CRITICAL, Alert.Severity.ALARM, Alert.Severity.WARNING, Alert.Severity.INFO)
-SUBJECT_KINDS = ("shipment", "batch", "product", "key")  # as the services name them (grep "_record(")
+SUBJECT_KINDS = ("shipment", "batch", "product", "recall", "key")  # as the services name them (grep "_record(")
 _NO_SPACE = re.compile(r"\S+")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 
@@ -248,7 +248,7 @@ def _subject(raw: str) -> str:
     kind, colon, rest = subject.partition(":")
     if not colon or kind not in SUBJECT_KINDS:
         raise BadQuery(
-            _("“%(subject)s” is not a subject: it must begin with shipment:, batch:, product: or key:.")
+            _("“%(subject)s” is not a subject: it must begin with shipment:, batch:, product:, recall: or key:.")
             % {"subject": subject[:80]}
         )
     if len(subject) > ledger_services.SUBJECT_MAX:
