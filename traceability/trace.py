@@ -190,10 +190,10 @@ def batch_trace(batch: Batch) -> BatchTrace:
 
 
 def shipment_trace(shipment: Shipment) -> tuple[Step, ...]:
-    """A shipment's life: planned, dispatched, every hand-over, excursions and alerts, delivery (4 queries)."""
-    units = dict(ShipmentItem.objects.filter(shipment=shipment).values_list("shipment_id", "quantity"))
-    total = {shipment.pk: sum(units.values())}
-    return tuple(sorted(_shipments_steps([shipment], total), key=lambda step: step.time))
+    """A shipment's life: planned, dispatched, every hand-over, excursions and alerts, delivery or refusal."""
+    shipment = Shipment.objects.select_related("shipper", "consignee", "origin", "destination").get(pk=shipment.pk)
+    total = sum(ShipmentItem.objects.filter(shipment=shipment).values_list("quantity", flat=True))
+    return tuple(sorted(_shipments_steps([shipment], {shipment.pk: total}), key=lambda step: step.time))
 
 
 def _shipments_steps(shipments: Sequence[Shipment], units: dict[int, int]) -> list[Step]:
@@ -223,6 +223,14 @@ def _shipments_steps(shipments: Sequence[Shipment], units: dict[int, int]) -> li
     )
     for event in custody:
         steps.append(_custody_step(event, by_pk[event.shipment_id]))
+    for shipment in shipments:
+        if shipment.status == Shipment.Status.REJECTED and shipment.closed_at is not None:
+            # A refusal passes no custody: the shipment's own record says when and why.
+            text = _("Refused by %(consignee)s: %(reason)s")
+            names = {"consignee": shipment.consignee.name, "reason": shipment.rejection_reason}
+            steps.append(
+                Step(shipment.closed_at, "shipment.rejected", text % names, shipment.reference, shipment.consignee.name)
+            )
     for excursion in Excursion.objects.filter(shipment__in=list(by_pk)):
         steps += _excursion_steps(excursion, by_pk[excursion.shipment_id])
     for alert in Alert.objects.filter(shipment__in=list(by_pk)).order_by("triggered_at", "id"):
@@ -248,15 +256,9 @@ def _custody_step(event: CustodyEvent, shipment: Shipment) -> Step:
         kind, text = "shipment.dispatched", _("Dispatched by %(giver)s; %(taker)s takes custody.")
     elif event.kind == CustodyEvent.Kind.HANDOVER:
         kind, text = "custody.transferred", _("Handed over by %(giver)s to %(taker)s.")
-    elif shipment.status == Shipment.Status.REJECTED:
-        kind, text = "shipment.rejected", _("Refused by %(taker)s: %(reason)s")
     else:
         kind, text = "shipment.delivered", _("Received by %(taker)s.")
-    names = {
-        "giver": event.from_organisation.name,
-        "taker": event.to_organisation.name,
-        "reason": shipment.rejection_reason,
-    }
+    names = {"giver": event.from_organisation.name, "taker": event.to_organisation.name}
     return Step(event.occurred_at, kind, text % names, shipment.reference, event.to_organisation.name, where)
 
 
@@ -466,6 +468,7 @@ def recall_scope(batches: Sequence[Batch], *, depth: str) -> Scope:
     in_care: dict[int, int] = defaultdict(int)
     incoming: dict[int, int] = defaultdict(int)
     moving: dict[int, tuple[Shipment, int]] = {}
+    moving_units = 0
     manufacturers = set()
     for batch in batches:
         manufacturers.add(batch.product.manufacturer_id)
@@ -477,9 +480,15 @@ def recall_scope(batches: Sequence[Batch], *, depth: str) -> Scope:
                 on_hand[stock.organisation.pk][site] += units
         for item in whereabouts.moving:
             shipment = item.shipment
+            moving_units += item.quantity
+            if shipment.status == Shipment.Status.REJECTED:
+                # Refused goods go back to their shipper, who is told; not to every carrier that ever refused.
+                organisations[shipment.shipper_id] = shipment.shipper
+                incoming[shipment.shipper_id] += item.quantity
+                continue
             organisations |= {shipment.custodian_id: shipment.custodian, shipment.consignee_id: shipment.consignee}
             in_care[shipment.custodian_id] += item.quantity
-            if shipment.status == Shipment.Status.IN_TRANSIT:
+            if shipment.consignee_id != shipment.custodian_id:  # a consignee already holding them awaits nothing
                 incoming[shipment.consignee_id] += item.quantity
     for item in items:
         if item.shipment.status in (Shipment.Status.PLANNED, Shipment.Status.IN_TRANSIT):
@@ -494,6 +503,5 @@ def recall_scope(batches: Sequence[Batch], *, depth: str) -> Scope:
         notified = pk in manufacturers or depth != RecallDepth.WHOLESALE or organisation.kind not in RETAIL_KINDS
         holders.append(Holder(organisation, sites, in_care[pk], incoming[pk], notified))
     on_hand_units = sum(units for sites in on_hand.values() for units in sites.values())
-    moving_units = sum(in_care.values())
     shipments = tuple(sorted(moving.values(), key=lambda pair: (pair[0].created_at, pair[0].pk)))
     return Scope(tuple(holders), shipments, on_hand_units + moving_units)

@@ -16,10 +16,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from ledger import services as ledger
 from ledger.models import Entry
 from tests import factories
-from tests.conftest import Persona
+from tests.conftest import Persona, make_persona
 from tests.scenarios import register_batch, ship
 from traceability import services, trace
-from traceability.models import Batch, Recall, RecallNotice, SerialNumber, Shipment
+from traceability.models import Batch, Organisation, Recall, RecallNotice, SerialNumber, Shipment
 from traceability.services.recalls import RecallItemSpec, serial_order
 
 pytestmark = pytest.mark.django_db
@@ -301,3 +301,40 @@ def test_a_site_trace_lists_what_left_and_arrived(
     out, _ = trace.site_trace(manufacturer.site)
     assert sorted(passage.shipment.pk for passage in out) == sorted([world["delivered"].pk, world["in_transit"].pk])
     assert {passage.direction for passage in out} == {"out"}
+
+
+def test_the_scope_counts_each_unit_once_after_hand_overs_and_refusals(
+    batch: Batch, manufacturer: Persona, carrier: Persona, pharmacy: Persona, regulator: Persona
+) -> None:
+    wholesaler = make_persona("wholesaler", Organisation.Kind.WHOLESALER)
+    to_wholesaler = ship(batch, manufacturer, carrier, wholesaler, quantity=50, outcome="in_transit")
+    # The consignee takes the goods over on the road: it holds them, and awaits nothing more.
+    services.custody_transfer(actor=carrier.user, shipment=to_wholesaler, to_organisation=wholesaler.organisation)
+    refused = ship(batch, manufacturer, carrier, pharmacy, quantity=30, outcome="rejected")
+
+    scope = services.recall_preview(actor=regulator.user, items=[RecallItemSpec(batch)], depth=Recall.Depth.CONSUMER)
+
+    units = {holder.organisation.name: (holder.on_hand, holder.in_care, holder.incoming) for holder in scope.holders}
+    # 1,000 made; 50 with the wholesaler; 30 refused and on their way back to the manufacturer.
+    assert units == {"Manufacturer": (920, 0, 30), "Wholesaler": (0, 50, 0)}
+    assert scope.units == 1000
+    assert [shipment for shipment, _ in scope.shipments] == [to_wholesaler]
+    steps = trace.shipment_trace(refused)
+    assert [step.kind for step in steps] == ["shipment.created", "shipment.dispatched", "shipment.rejected"]
+    assert "Refused by Pharmacy: Too warm on arrival." in steps[-1].text
+
+
+def test_a_shipment_trace_counts_every_batch_it_carries(
+    batch: Batch, manufacturer: Persona, carrier: Persona, pharmacy: Persona
+) -> None:
+    other = register_batch(manufacturer, batch.product, lot="SECOND")
+    shipment = services.shipment_create(
+        actor=manufacturer.user,
+        carrier=carrier.organisation,
+        consignee=pharmacy.organisation,
+        origin=manufacturer.site,
+        destination=pharmacy.site,
+        items=[services.ItemSpec(batch=batch, quantity=30), services.ItemSpec(batch=other, quantity=20)],
+    )
+    (planned,) = trace.shipment_trace(shipment)
+    assert "50 units" in planned.text

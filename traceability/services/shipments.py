@@ -86,6 +86,7 @@ def shipment_create(
     locked = (
         Batch.objects.select_for_update(of=("self",))
         .select_related("product")
+        .order_by("pk")  # the order every service locks batches in, so none deadlocks with another
         .in_bulk([item.batch.pk for item in items])
     )
     today = timezone.localdate()
@@ -186,6 +187,7 @@ def shipment_dispatch(*, actor: User, shipment: Shipment, occurred_at: datetime.
     """The shipper hands a planned shipment to its carrier: in transit, custody to the carrier."""
     shipper = actor_organisation(actor)
     shipment = _locked(shipment)
+    _batches_locked(shipment)
     if shipment.shipper_id != shipper.pk:
         raise PermissionDenied("Only the shipper dispatches a shipment.")
     if shipment.status != Shipment.Status.PLANNED:
@@ -223,6 +225,18 @@ def shipment_dispatch(*, actor: User, shipment: Shipment, occurred_at: datetime.
     return shipment
 
 
+def _batches_locked(shipment: Shipment) -> None:
+    """Locks the shipment's batches, after the shipment and in id order.
+
+    A recall locks the batches it names while it works out who holds them; a
+    dispatch, hand-over or receipt of the same goods at that moment waits for
+    it, then sees the recall (a recalled batch is not dispatched) or is seen
+    by it (the new holder is told).
+    """
+    batches = Batch.objects.select_for_update(of=("self",), no_key=True).filter(shipment_items__shipment=shipment)
+    list(batches.order_by("pk").values_list("pk", flat=True))
+
+
 def _last_custody_at(shipment: Shipment) -> datetime.datetime | None:
     return shipment.custody_events.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
 
@@ -241,6 +255,7 @@ def custody_transfer(
     """The current custodian hands an in-transit shipment to another carrier or a cross-dock."""
     holder = actor_organisation(actor)
     shipment = _locked(shipment)
+    _batches_locked(shipment)
     if shipment.custodian_id != holder.pk:
         raise PermissionDenied("Only the organisation holding the goods hands them over.")
     if shipment.status != Shipment.Status.IN_TRANSIT:
@@ -295,6 +310,7 @@ def shipment_receive(
     """
     consignee = actor_organisation(actor)
     shipment = _locked(shipment)
+    _batches_locked(shipment)
     if shipment.consignee_id != consignee.pk:
         raise PermissionDenied("Only the consignee receives a shipment.")
     if shipment.status != Shipment.Status.IN_TRANSIT:
