@@ -111,3 +111,10 @@ def visible_recalls(organisation: Organisation) -> QuerySet[Recall]:
 def sees_progress(organisation: Organisation, recall: Recall) -> bool:
     """Regulators, the manufacturer and the initiator see every holder's notice; a holder sees its own."""
     return organisation.is_regulator or organisation.pk in (recall.manufacturer_id, recall.initiated_by_id)
+
+
+def waiting_notices(organisation: Organisation) -> QuerySet[RecallNotice]:
+    """The organisation's notices of open recalls that it has not acknowledged yet."""
+    return RecallNotice.objects.filter(
+        organisation=organisation, acknowledged_at__isnull=True, recall__status=Recall.Status.OPEN
+    )

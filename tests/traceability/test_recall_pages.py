@@ -52,6 +52,13 @@ def form(batch: Batch, **changes: str) -> dict[str, str]:
     } | changes
 
 
+def previewed(client: Client, fields: dict[str, str]) -> dict[str, str]:
+    """The fields with the token of their preview, which issuing requires."""
+    page = client.post(reverse("recall-new"), fields | {"preview": "1"}).content.decode()
+    [token] = re.findall(r'name="previewed" value="([^"]+)"', page)
+    return fields | {"previewed": token}
+
+
 def test_the_preview_page_shows_the_scope_and_issues_nothing(
     batch: Batch, shipments: dict[str, Shipment], regulator: Persona
 ) -> None:
@@ -70,12 +77,13 @@ def test_issuing_from_the_page_needs_the_password(
     batch: Batch, shipments: dict[str, Shipment], regulator: Persona
 ) -> None:
     client = signed_in(regulator)
-    refused = client.post(reverse("recall-new"), form(batch) | {"issue": "1", "password": "wrong"})
+    fields = previewed(client, form(batch))
+    refused = client.post(reverse("recall-new"), fields | {"issue": "1", "password": "wrong"})
     assert refused.status_code == 400
     assert "is not your password" in text_of(refused.content)
     assert not Recall.objects.exists()
 
-    issued = client.post(reverse("recall-new"), form(batch) | {"issue": "1", "password": PASSWORD})
+    issued = client.post(reverse("recall-new"), fields | {"issue": "1", "password": PASSWORD})
 
     recall = Recall.objects.get()
     assert issued.status_code == 302
@@ -88,12 +96,27 @@ def test_issuing_from_the_page_needs_the_password(
     assert f"This shipment carries goods of class I recall {recall.reference}: Particles seen" in flagged
 
 
+def test_what_is_issued_is_what_was_previewed(batch: Batch, shipments: dict[str, Shipment], regulator: Persona) -> None:
+    client = signed_in(regulator)
+    fields = previewed(client, form(batch, depth="wholesale"))
+    for changed in (fields | {"depth": "consumer"}, fields | {"previewed": "forged"}, form(batch)):
+        response = client.post(reverse("recall-new"), changed | {"issue": "1", "password": PASSWORD})
+        assert response.status_code == 400
+        assert "The recall changed since its scope was shown" in text_of(response.content)
+        assert 'name="previewed"' in response.content.decode()  # the new scope, to issue from
+    assert not Recall.objects.exists()
+    other = Client()
+    other.force_login(factories.MembershipFactory(organisation=regulator.organisation).user)
+    assert other.post(reverse("recall-new"), fields | {"issue": "1", "password": PASSWORD}).status_code == 400
+
+
 @pytest.mark.parametrize(
     ("batches", "words"),
     [
         ("123", "Line 1: write a GTIN and a lot"),
         ("12345678901234 L1", "Line 1:"),  # a wrong check digit, in the GS1 module's words
         ("{gtin} NOPE", "Line 1: no batch with GTIN"),
+        ("{gtin} FLU24 1 123456789012345678901", "Line 1: serial (AI 21) is 21 characters long"),
     ],
 )
 def test_bad_batch_lines_say_which_line(batch: Batch, regulator: Persona, batches: str, words: str) -> None:
@@ -106,7 +129,8 @@ def test_bad_batch_lines_say_which_line(batch: Batch, regulator: Persona, batche
 def test_a_holder_sees_its_notice_acknowledges_and_the_regulator_closes(
     batch: Batch, shipments: dict[str, Shipment], regulator: Persona, pharmacy: Persona, manufacturer: Persona
 ) -> None:
-    signed_in(regulator).post(reverse("recall-new"), form(batch) | {"issue": "1", "password": PASSWORD})
+    client = signed_in(regulator)
+    client.post(reverse("recall-new"), previewed(client, form(batch)) | {"issue": "1", "password": PASSWORD})
     recall = Recall.objects.get()
     pharmacist = signed_in(pharmacy)
     home = text_of(pharmacist.get(reverse("recalls")).content)

@@ -9,9 +9,13 @@ back next to the fields they name.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -20,19 +24,12 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from traceability import gs1, selectors, services, trace
-from traceability.models import Batch, Organisation, Recall, RecallNotice
+from traceability.models import Batch, Organisation, Recall
 from traceability.pages import access
 
 Kind = Organisation.Kind
 RECALLS_SHOWN = 200
 MAX_LINES = 100
-
-
-def waiting_notices(organisation: Organisation) -> int:
-    """Notices of open recalls the organisation has not acknowledged yet."""
-    return RecallNotice.objects.filter(
-        organisation=organisation, acknowledged_at__isnull=True, recall__status=Recall.Status.OPEN
-    ).count()
 
 
 # Forms ------------------------------------------------------------------------------------
@@ -95,6 +92,8 @@ def _items(form: RecallForm, organisation: Organisation) -> list[services.Recall
             continue
         try:
             gtin = gs1.normalize_gtin(words[0])
+            for serial in words[2:]:
+                gs1.validate_serial(serial)
         except gs1.GS1Error as error:
             problems.append(_("Line %(number)d: %(error)s") % {"number": number, "error": error})
             continue
@@ -119,11 +118,7 @@ def _items(form: RecallForm, organisation: Organisation) -> list[services.Recall
 def recall_list(request: HttpRequest) -> HttpResponse:
     organisation = access.organisation(request)
     recalls = selectors.visible_recalls(organisation).prefetch_related("items__batch__product")[:RECALLS_SHOWN]
-    waiting = set(
-        RecallNotice.objects.filter(organisation=organisation, acknowledged_at__isnull=True).values_list(
-            "recall", flat=True
-        )
-    )
+    waiting = set(selectors.waiting_notices(organisation).values_list("recall", flat=True))
     context = {"recalls": recalls, "waiting": waiting, "may_start": _may_start(request)}
     return render(request, "recalls/list.html", context)
 
@@ -138,11 +133,14 @@ def recall_new(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return render(request, "recalls/new.html", {"form": RecallForm(initial=_initial(request, organisation))})
     form, confirm = RecallForm(request.POST), ConfirmForm(request.POST)
-    scope = None
+    scope, previewed = None, ""
     if form.is_valid() and confirm.is_valid():
         try:
             items = _items(form, organisation)
-            if "issue" in request.POST:
+            previewed = _previewed(request, form)
+            if "issue" in request.POST and request.POST.get("previewed") != previewed:
+                form.add_error(None, _("The recall changed since its scope was shown: check the scope below again."))
+            elif "issue" in request.POST:
                 recall = _issue(request, form, confirm, items)
                 if recall is not None:
                     messages.success(request, _("Recall %(reference)s issued.") % {"reference": recall.reference})
@@ -151,8 +149,20 @@ def recall_new(request: HttpRequest) -> HttpResponse:
             scope = services.recall_preview(actor=access.actor(request), items=items, depth=form.cleaned_data["depth"])
         except ValidationError as error:
             access.form_errors(form, error)
+    context = {"form": form, "confirm": confirm, "scope": scope, "previewed": previewed if scope else ""}
     status = 400 if form.errors or confirm.errors else 200
-    return render(request, "recalls/new.html", {"form": form, "confirm": confirm, "scope": scope}, status=status)
+    return render(request, "recalls/new.html", context, status=status)
+
+
+def _previewed(request: HttpRequest, form: RecallForm) -> str:
+    """A token of exactly what the form says and who previews it: issuing needs the token of what was shown.
+
+    So what is issued is what was previewed; editing the form after the
+    preview asks for another look at the scope first.
+    """
+    facts = {name: form.cleaned_data[name] for name in RecallForm.base_fields}
+    digest = hashlib.sha256(json.dumps([request.user.pk, facts], sort_keys=True).encode()).hexdigest()
+    return signing.Signer(salt="recall-preview").sign(digest)
 
 
 def _issue(

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import template
 
-from traceability.pages.recalls import waiting_notices
+from traceability.selectors import waiting_notices
 
 register = template.Library()
 
@@ -14,4 +14,4 @@ register = template.Library()
 @register.simple_tag(takes_context=True)
 def waiting_recall_notices(context: dict[str, Any]) -> int:
     membership = getattr(context["request"].user, "membership", None)
-    return waiting_notices(membership.organisation) if membership else 0
+    return waiting_notices(membership.organisation).count() if membership else 0
