@@ -3,22 +3,31 @@
 The bench starts gunicorn on its throwaway database (with the project's URLs
 plus ``/bench/bare``, a view that does nothing) and drives it from client
 threads in this process: requests/s and latency percentiles for the bare view
-and for the consumer page of the demo batch that travelled most, with a
-million readings in the database as the issue asks. Measured, never asserted.
+and for consumer pages, with a million readings in the database as the issue
+asks. Measured, never asserted.
+
+The pages are those of every unit of every demo batch (500 packs), each batch
+first given several more legs, one in five with an excursion, so that a batch
+has two to seven: scans spread over many packs, as after a recall, not one
+URL over and over (which would measure a cache). One request in four asks
+for Chinese. Each client walks the packs in its own order; the processes'
+page caches start cold, and their filling is part of what is measured.
 """
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import io
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,8 @@ from typing import Any
 WORKERS = 2  # gunicorn sync workers: one per core of the bench machine
 CLIENTS = 8  # concurrent connections
 READINGS = 1_000_000
+EXTRA_LEGS = (1, 2, 3, 4, 5, 6)  # legs added to the demo batches in turn
+CHINESE = 4  # one pack in CHINESE is asked for in Chinese
 
 
 def application() -> Any:
@@ -124,10 +135,10 @@ def gunicorn(environment: dict[str, str]) -> Iterator[int]:
         log.unlink(missing_ok=True)
 
 
-def _get(port: int, url: str) -> tuple[int, bytes]:
+def _get(port: int, url: str, language: str = "en") -> tuple[int, bytes]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", url, headers={"Accept-Language": "en"})
+        connection.request("GET", url, headers={"Accept-Language": language})
         response = connection.getresponse()
         return response.status, response.read()
     except OSError:
@@ -136,29 +147,45 @@ def _get(port: int, url: str) -> tuple[int, bytes]:
         connection.close()
 
 
-def drive(port: int, url: str, *, seconds: float, clients: int = CLIENTS) -> Load:
-    """``clients`` threads requesting ``url`` back to back for ``seconds`` (after a warm-up)."""
-    for _ in range(20):
-        status, _body = _get(port, url)
+class Packs(tuple[str, ...]):
+    """The Digital Link paths the bench scans; printed, a summary rather than hundreds of paths."""
+
+    description = ""
+
+    def __str__(self) -> str:
+        return self.description or super().__str__()
+
+
+def drive(port: int, url: str | Sequence[str], *, seconds: float, clients: int = CLIENTS) -> Load:
+    """``clients`` threads requesting ``url`` (or the paths in turn, each client in its own order) back to back
+    for ``seconds``, after checking that a few of them answer."""
+    urls = [url] if isinstance(url, str) else list(url)
+    for number, checked in enumerate(urls[:20] * (20 // len(urls[:20]))):
+        status, _body = _get(port, checked, _language(number))
         if status != 200:
-            raise RuntimeError(f"GET {url} answered {status}")
+            raise RuntimeError(f"GET {checked} answered {status}")
     latencies: list[float] = []
     failures = 0
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
-    def client() -> None:
+    def client(offset: int) -> None:
         nonlocal failures
         mine, failed = [], 0
+        order = list(range(len(urls)))
+        random.Random(offset).shuffle(order)
+        turn = 0
         while (start := time.perf_counter()) < stop:
-            status, _body = _get(port, url)
+            number = order[turn % len(order)]
+            status, _body = _get(port, urls[number], _language(number))
             mine.append((time.perf_counter() - start) * 1000)
             failed += status != 200
+            turn += 1
         with lock:
             latencies.extend(mine)
             failures += failed
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    threads = [threading.Thread(target=client, args=(offset,)) for offset in range(clients)]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -167,11 +194,63 @@ def drive(port: int, url: str, *, seconds: float, clients: int = CLIENTS) -> Loa
     return Load(len(latencies), time.perf_counter() - began, latencies, failures)
 
 
-def consumer_url() -> str:
-    """The Digital Link path of a unit of the demo batch that travelled the most legs."""
-    from iot_ingest.management.commands.seed_demo import travelled_pack_link
+def _language(number: int) -> str:
+    return "zh-Hans" if number % CHINESE == CHINESE - 1 else "en"
 
-    link = travelled_pack_link()
-    if link is None:
+
+def consumer_urls() -> Packs:
+    """The Digital Links of every unit of every demo batch, once each batch has travelled several legs."""
+    from traceability.models import Batch
+
+    legs = legs_add()
+    batches = list(Batch.objects.select_related("product").prefetch_related("serials").order_by("id"))
+    if not batches:
         raise RuntimeError("the bench needs the demo data (seed_demo): no batch")
-    return "/" + link.split("/", 3)[3]
+    packs = Packs(
+        "/" + batch.digital_link(serial=serial.serial).split("/", 3)[3]
+        for batch in batches
+        for serial in batch.serials.all()
+    )
+    packs.description = (
+        f"{len(packs)} packs of {len(batches)} batches on {legs} legs, one in {CHINESE} asked for in Chinese, "
+        f"e.g. {packs[0]}"
+    )
+    return packs
+
+
+def legs_add() -> int:
+    """Ships each demo batch on more legs from its manufacturer to the pharmacy, through the services (one in five
+    with an excursion, a fixture row); returns how many legs the batches then have in all."""
+    from django.contrib.auth import get_user_model
+
+    from traceability import services
+    from traceability.models import Batch, Excursion, Organisation, Shipment, Site
+
+    users = get_user_model().objects.in_bulk(["manufacturer", "manufacturer2", "pharmacy"], field_name="username")
+    carrier = Organisation.objects.get(name="ColdRoute Logistics GmbH")
+    pharmacy = Site.objects.filter(organisation__name="CityCare Pharmacies").order_by("gln").first()
+    active = Batch.objects.filter(status=Batch.Status.ACTIVE).select_related("product__manufacturer").order_by("id")
+    now = datetime.datetime.now(tz=datetime.UTC)
+    made = 0
+    for number, batch in enumerate(active):
+        maker = users["manufacturer" if batch.product.manufacturer.name.startswith("Helvetia") else "manufacturer2"]
+        origin = Site.objects.filter(organisation=batch.product.manufacturer).first()
+        if origin is None or pharmacy is None:
+            raise RuntimeError("the bench needs the demo data (seed_demo): no site")
+        for leg in range(EXTRA_LEGS[number % len(EXTRA_LEGS)]):
+            shipment = services.shipment_create(
+                actor=maker, carrier=carrier, consignee=pharmacy.organisation, origin=origin, destination=pharmacy,
+                items=[services.ItemSpec(batch=batch, quantity=5)],
+            )  # fmt: skip
+            left = now - datetime.timedelta(days=6, minutes=number) + datetime.timedelta(hours=21 * leg)
+            services.shipment_dispatch(actor=maker, shipment=shipment, occurred_at=left)
+            arrived = left + datetime.timedelta(hours=20)
+            services.shipment_receive(actor=users["pharmacy"], shipment=shipment, accept=True, occurred_at=arrived)
+            if made % 5 == 0:
+                start = left + datetime.timedelta(hours=4)
+                Excursion.objects.create(
+                    shipment=shipment, direction=Excursion.Direction.ABOVE, peak_celsius=11.5, duration_seconds=5400,
+                    started_at=start, ended_at=start + datetime.timedelta(minutes=90),
+                )  # fmt: skip
+            made += 1
+    return Shipment.objects.exclude(status=Shipment.Status.PLANNED).count()

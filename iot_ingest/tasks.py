@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import connection
 
-from iot_ingest import evaluation, services
+from iot_ingest import evaluation, partitions, services
 from traceability.models import Shipment
 
 
@@ -43,3 +44,16 @@ def commit_readings() -> int:
     """Beat: a ``readings.committed`` ledger entry per shipment with new readings."""
     shipments = Shipment.objects.filter(readings__commit__isnull=True).distinct()
     return sum(services.readings_commit(shipment) is not None for shipment in shipments)
+
+
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
+def readings_partitions_ahead(months_ahead: int = partitions.MONTHS_AHEAD) -> list[str]:
+    """Beat (daily): the readings table's partitions for the months ahead; returns those it created.
+
+    Does nothing on SQLite, nor on PostgreSQL before an operator converted the
+    table with ``manage.py readings_partition`` (a conversion locks ingest for
+    as long as it copies the readings: never a surprise from beat).
+    """
+    if connection.vendor != "postgresql":
+        return []
+    return partitions.readings_partition(months_ahead=months_ahead, convert=False).created

@@ -20,7 +20,7 @@ from tests import factories
 from tests.browser_checks import ACCESSIBILITY_PROBLEMS, RECORD_CSP_VIOLATIONS
 from tests.conftest import Persona
 from traceability import gs1, services
-from traceability.models import Batch
+from traceability.models import Batch, Recall, RecallItem, SerialNumber
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -146,3 +146,37 @@ def test_a_chinese_reader_on_a_phone(page: Any, live_server: Any, batch: Batch, 
 
     assert page.evaluate("document.documentElement.lang") == "zh-Hans"
     assert page.get_by_role("heading", name="冷链").is_visible()
+
+
+def test_a_recalled_pack_on_a_phone(
+    page: Any, live_server: Any, batch: Batch, manufacturer: Persona, tmp_path: Path
+) -> None:
+    recall = Recall.objects.create(  # the ORM, as recall_issue records it: the recall, then the statuses it sets
+        reference="RC-20270301-A1B2C3",
+        kind=Recall.Kind.MANDATED,
+        classification=Recall.Class.I,
+        depth=Recall.Depth.CONSUMER,
+        reason="Loss of potency found in stability testing.",
+        instructions="Do not use these packs. Take them back to the pharmacy that gave them to you.",
+        manufacturer=manufacturer.organisation,
+        initiated_by=manufacturer.organisation,
+        issued_by=manufacturer.user,
+    )
+    RecallItem.objects.create(recall=recall, batch=batch)
+    Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.RECALLED)
+    batch.serials.update(status=SerialNumber.Status.RECALLED)
+    serial = batch.serials.values_list("serial", flat=True)[0]
+
+    visit(page, link_to(live_server, batch, serial), tmp_path / "recalled.png")
+
+    assert page.locator(".advice").inner_text().startswith("Do not use this pack")
+    banner = page.locator("#recall")
+    assert banner.is_visible()
+    text = banner.inner_text()
+    assert "Recall RC-20270301-A1B2C3" in text
+    assert "Class I: the most serious" in text
+    assert "Take them back to the pharmacy that gave them to you." in text
+    assert "Loss of potency" not in page.content()  # the reason is not the public's instructions
+    # Red like every warning, and within the phone's width: nothing to scroll sideways.
+    assert banner.evaluate("e => getComputedStyle(e).color") == "rgb(125, 13, 28)"
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

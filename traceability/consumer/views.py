@@ -17,13 +17,21 @@ language (Accept-Language):
 - 404 for a product, variant or lot never registered, and for a link type
   this item does not offer. A GS1 resolver may instead fall back to the
   default link; we answer 404 because a client that asks for a particular
-  service (``verificationService`` above all) must never mistake the page for
-  that service's answer. The 404 lists the link types that are available.
+  service must never mistake the page for that service's answer. The 404
+  lists the link types that are available.
+
+``?linkType=verificationService`` is a DSCSA product identifier verification
+request: ``verification`` answers it in GS1 Lightweight Messaging JSON, from
+the same judgement of the code (``check``) as the page.
 
 Errors are an HTML page, or RFC 9457 problem JSON when the client prefers
-JSON. Every answer may be cached publicly for a minute (CACHE_SECONDS): a
-scan storm costs one render per language per minute, and a new excursion,
-quarantine or recall shows within a minute.
+JSON. What depends on the database is sent ``Cache-Control: public,
+no-cache`` with an ETag: any cache may keep it but must ask again before each
+use, and gets a bodiless 304 when nothing changed. So a recall, quarantine or
+excursion shows on the next scan, not after a cache's minute; a scan storm
+still costs little, since each process keeps rendered pages keyed by what
+they show (``cache``). A malformed link and the redirect of a short GTIN
+depend on the link alone and may be kept for a day.
 """
 
 from __future__ import annotations
@@ -33,19 +41,18 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponsePermanentRedirect, JsonResponse
-from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.urls import get_script_prefix, reverse
 from django.utils import timezone
-from django.utils.cache import patch_cache_control, patch_vary_headers
+from django.utils.cache import get_conditional_response, patch_cache_control, patch_vary_headers, set_response_etag
 from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
 from traceability import gs1
-from traceability.consumer import linkset, reads, verdict, words
-from traceability.models import Batch
+from traceability.consumer import cache, check, linkset, reads, verdict, verification, words
 
-CACHE_SECONDS = 60
+LINK_SECONDS = 86_400  # how long an answer that depends on the link alone may be kept
 LEGS_SHOWN = 10
 JSON_TYPES = (linkset.MEDIA_TYPE, "application/json")
 JSONLD_CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
@@ -58,8 +65,9 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
     try:
         parsed = gs1.parse_digital_link(_as_sent(request), today=timezone.localdate())
     except gs1.GS1Error as error:
-        return _error(
-            request,
+        if linkset.link_type(request.GET.get("linkType")) == verification.LINK_TYPE:
+            return verification.malformed(request, _as_sent(request), str(error))
+        response = _error(
             400,
             _("This is not a valid GS1 Digital Link"),
             _(
@@ -70,22 +78,30 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
             reason=str(error),
             wants_json=wants_json,
         )
+        return _public(response, max_age=LINK_SECONDS)
     link = parsed.link
     if parsed.gtin_as_given != link.gtin:
-        return _canonical(request, link)
+        return _public(_canonical(request, link), max_age=LINK_SECONDS)
     requested = linkset.link_type(parsed.extra_query.get("linkType"))
+    if requested == verification.LINK_TYPE:
+        return verification.answer(request, parsed)
+    # To the minute, as a leg in transit shows how long it has lasted: a page stays the same for a minute.
+    now = timezone.now().replace(second=0, microsecond=0)
     try:
-        pack = reads.pack_read(link, now=timezone.now())
+        pack = reads.pack_read(link, now=now)
+        if link.lot is not None and pack.batch is None:
+            raise reads.UnknownError("batch", product=pack.product)
     except reads.UnknownError as unknown:
-        return _unknown(request, link, unknown, wants_json=wants_json or requested in linkset.LINKSET)
-    links = _links(pack)
-    if requested in linkset.LINKSET or (requested is None and wants_json):
-        return _linkset(pack, links)
-    if requested is None or requested in linkset.PAGE:
-        return _page(request, pack, links)
+        return _unknown(link, unknown, wants_json=wants_json or requested in linkset.LINKSET)
+    result = pack.judged(today=timezone.localdate())
+    if (requested is None and not wants_json) or requested in linkset.PAGE:
+        return _fresh(request, _page(pack, result))
+    links = _links(pack, result)
+    if requested in linkset.LINKSET or requested is None:
+        return _fresh(request, _linkset(pack, links))
     if requested in links:
-        return _public(HttpResponse(status=307, headers={"Location": links[requested][0].href}))
-    return _link_type_missing(request, requested, links, wants_json=wants_json)
+        return _fresh(request, HttpResponse(status=307, headers={"Location": links[requested][0].href}))
+    return _link_type_missing(requested, links, wants_json=wants_json)
 
 
 # The request --------------------------------------------------------------------------
@@ -119,12 +135,27 @@ def _html_lang(code: str) -> str:
     return "-".join([first, *(part.title() if len(part) == 4 else part.upper() for part in rest)])
 
 
-def _public(response: HttpResponse) -> HttpResponse:
-    """Cacheable by anyone for a minute, readable cross-origin (public data, GS1 resolvers support CORS)."""
-    patch_cache_control(response, public=True, max_age=CACHE_SECONDS)
+def _public(response: HttpResponse, *, max_age: int | None = None) -> HttpResponse:
+    """Cacheable by anyone, readable cross-origin (public data, GS1 resolvers support CORS).
+
+    Without ``max_age``: only after asking again (``no-cache``), because the answer depends on the database.
+    """
+    if max_age is None:
+        patch_cache_control(response, public=True, no_cache=True)
+    else:
+        patch_cache_control(response, public=True, max_age=max_age)
     patch_vary_headers(response, ["Accept"])
     response["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+def _fresh(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """A database-dependent answer with its ETag: a 304 without the body when the client's copy is current."""
+    set_response_etag(response)
+    response = _public(response)
+    conditional = get_conditional_response(request, etag=response.get("ETag"), response=response)
+    assert conditional is not None  # given a response, Django returns it or a 304
+    return conditional
 
 
 # Links ----------------------------------------------------------------------------------
@@ -134,7 +165,7 @@ def _item(pack: reads.Pack) -> str:
     return " ".join(part for part in (pack.product.name, pack.product.strength) if part)
 
 
-def _links(pack: reads.Pack) -> dict[str, list[linkset.Link]]:
+def _links(pack: reads.Pack, result: check.Check) -> dict[str, list[linkset.Link]]:
     """The links this item offers, absolute on BASE_URL: the page, its recall status, its ledger proof."""
     page_url = dataclasses.replace(pack.link, expiry=None).uri(settings.BASE_URL)
     page = linkset.Link(
@@ -142,8 +173,7 @@ def _links(pack: reads.Pack) -> dict[str, list[linkset.Link]]:
     )
     links = {"pip": [page], "defaultLink": [page]}
     if pack.batch is not None:
-        recalled = pack.batch.status == Batch.Status.RECALLED
-        title = _("Recall status: recalled") if recalled else _("Recall status: not recalled")
+        title = _("Recall status: recalled") if result.recalled else _("Recall status: not recalled")
         links["recallStatus"] = [linkset.Link(f"{page_url}#status", title, "text/html", linkset.PAGE_LANGUAGES)]
     if pack.ledger is not None and pack.ledger.checkpointed:
         proof = f"{settings.BASE_URL}{reverse('ledger-proof-inclusion')}?seq={pack.ledger.seq}"
@@ -160,46 +190,57 @@ def _linkset(pack: reads.Pack, links: dict[str, list[linkset.Link]]) -> HttpResp
         json_dumps_params={"ensure_ascii": False},
     )
     response["Link"] = f'<{linkset.JSONLD_CONTEXT}>; rel="{JSONLD_CONTEXT_REL}"; type="application/ld+json"'
-    return _public(response)
+    return response
 
 
 # Pages ----------------------------------------------------------------------------------
 
 
-def _render(request: HttpRequest, template: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
-    context = {"html_lang": _html_lang(get_language()), **context}
-    return _public(render(request, template, context, status=status))
+def _rendered(template: str, context: dict[str, Any]) -> str:
+    """The template alone: the consumer pages use no context processor (no user, no session, no CSRF token)."""
+    return render_to_string(template, {"html_lang": _html_lang(get_language()), **context})
 
 
-def _page(request: HttpRequest, pack: reads.Pack, links: dict[str, list[linkset.Link]]) -> HttpResponse:
-    product, batch = pack.product, pack.batch
+def _page(pack: reads.Pack, result: check.Check) -> HttpResponse:
+    """The page, rendered once per process for as long as what it is rendered from stays the same (``cache``)."""
     canonical = get_script_prefix().rstrip("/") + dataclasses.replace(pack.link, expiry=None).path()
+    linkset_url = f"{canonical}?linkType=linkset"
+    key = cache.key(get_language(), linkset_url, pack, result, timezone.localdate())
+    content = cache.pages.get(key)
+    if content is None:
+        content = _rendered("consumer/pack.html", _page_context(pack, result, linkset_url)).encode()
+        cache.pages.put(key, content)
+    response = HttpResponse(content, content_type="text/html; charset=utf-8")
+    response["Link"] = f'<{linkset_url}>; rel="linkset"; type="{linkset.MEDIA_TYPE}"'
+    return response
+
+
+def _page_context(pack: reads.Pack, result: check.Check, linkset_url: str) -> dict[str, Any]:
+    product = pack.product
     context: dict[str, Any] = {
         "product": product,
-        "manufacturer": product.manufacturer.name,
+        "manufacturer": product.manufacturer,
         "gtin": product.gtin,
         "ledger": pack.ledger,
-        "linkset_url": f"{canonical}?linkType=linkset",
+        "linkset_url": linkset_url,
     }
     if pack.ledger is not None:
         context["ledger_entry_url"] = reverse("ledger-entry-detail", args=[pack.ledger.seq])
         context["ledger_proof_url"] = f"{reverse('ledger-proof-inclusion')}?seq={pack.ledger.seq}"
         context["ledger_date"] = words.day(timezone.localdate(pack.ledger.time))
-    if batch is not None:
-        context |= _batch_context(pack, batch)
-    response = _render(request, "consumer/pack.html", context)
-    response["Link"] = f'<{context["linkset_url"]}>; rel="linkset"; type="{linkset.MEDIA_TYPE}"'
-    return response
+    if pack.batch is not None:
+        context |= _batch_context(pack, pack.batch, result)
+    return context
 
 
-def _batch_context(pack: reads.Pack, batch: Batch) -> dict[str, Any]:
-    notices = words.batch_notices(batch, today=timezone.localdate(), expiry_in_code=pack.link.expiry)
+def _batch_context(pack: reads.Pack, batch: check.BatchFacts, result: check.Check) -> dict[str, Any]:
+    notices = words.batch_notices(result, expires_on=batch.expires_on, expiry_in_code=pack.link.expiry)
     unit = None
     if pack.link.serial is not None:
-        unit = words.unit_notice(pack.link.serial, pack.serial_status, pack.product.manufacturer.name)
-    result = verdict.judge(pack.legs)
-    shown = _legs_shown(result.legs)
-    cold_chain = words.cold_chain_summary(result)
+        unit = words.unit_notice(pack.link.serial, result, pack.product.manufacturer)
+    cold = verdict.judge(pack.legs)
+    shown = _legs_shown(cold.legs)
+    cold_chain = words.cold_chain_summary(cold)
     # An excursion is shown in red, but only the manufacturer's decision (quarantine, recall) says
     # "do not use": many products tolerate a short excursion, and their QA judges it. Until then,
     # the advice is to check with a pharmacist.
@@ -211,10 +252,11 @@ def _batch_context(pack: reads.Pack, batch: Batch) -> dict[str, Any]:
         "expiry": words.day(batch.expires_on),
         "serial": pack.link.serial,
         "unit": unit,
+        "recall": words.recall_view(pack.recall) if pack.recall is not None and result.recalled else None,
         "notices": notices or [words.released()],
         "cold_chain": cold_chain,
         "legs": [words.leg_view(leg) for leg in shown],
-        "legs_unlisted": len(result.legs) - len(shown),
+        "legs_unlisted": len(cold.legs) - len(shown),
         "advice": words.advice(words.worst(levels)),
     }
 
@@ -232,7 +274,6 @@ def _legs_shown(legs: tuple[verdict.Leg, ...]) -> list[verdict.Leg]:
 
 
 def _error(
-    request: HttpRequest,
     status: int,
     title: str,
     text: str,
@@ -241,21 +282,19 @@ def _error(
     reason: str = "",
     available: list[str] | None = None,
 ) -> HttpResponse:
+    """An error page or problem JSON, without caching headers: the caller says how long it holds."""
     if wants_json:
         problem: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": reason or text}
         if available is not None:
             problem["availableLinkTypes"] = available
-        response = JsonResponse(
+        return JsonResponse(
             problem, status=status, content_type="application/problem+json", json_dumps_params={"ensure_ascii": False}
         )
-        return _public(response)
     context = {"status": status, "title": title, "text": text, "reason": reason, "available": available}
-    return _render(request, "consumer/error.html", context, status=status)
+    return HttpResponse(_rendered("consumer/error.html", context), status=status)
 
 
-def _unknown(
-    request: HttpRequest, link: gs1.DigitalLink, unknown: reads.UnknownError, *, wants_json: bool
-) -> HttpResponse:
+def _unknown(link: gs1.DigitalLink, unknown: reads.UnknownError, *, wants_json: bool) -> HttpResponse:
     product = unknown.product
     if product is None:
         title = _("Unknown product")
@@ -274,16 +313,12 @@ def _unknown(
         text = _(
             "%(manufacturer)s registered no batch %(lot)s of %(product)s. A pack with this code may not be "
             "genuine: do not use it, and show it to your pharmacist."
-        ) % {"manufacturer": product.manufacturer.name, "lot": link.lot, "product": product.name}
-    return _error(request, 404, title, text, wants_json=wants_json)
+        ) % {"manufacturer": product.manufacturer, "lot": link.lot, "product": product.name}
+    return _public(_error(404, title, text, wants_json=wants_json))  # until the product or lot is registered
 
 
-def _link_type_missing(
-    request: HttpRequest, requested: str, links: dict[str, list[linkset.Link]], *, wants_json: bool
-) -> HttpResponse:
-    if requested == "verificationService":
-        text = _("Product verification requests (linkType=verificationService) are not answered here yet.")
-    else:
-        text = _("This code has no link of type %(type)s.") % {"type": linkset.curie(requested)}
+def _link_type_missing(requested: str, links: dict[str, list[linkset.Link]], *, wants_json: bool) -> HttpResponse:
+    text = _("This code has no link of type %(type)s.") % {"type": linkset.curie(requested)}
     available = [linkset.curie(name) for name in (*links, "linkset")]
-    return _error(request, 404, _("Link type not available"), text, wants_json=wants_json, available=available)
+    response = _error(404, _("Link type not available"), text, wants_json=wants_json, available=available)
+    return _public(response)

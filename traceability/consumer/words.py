@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.template.defaultfilters import date as date_filter
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext, pgettext
 
-from traceability.consumer import verdict
-from traceability.models import Batch, SerialNumber
+from traceability.consumer import check, reads, verdict
 
 OK, INFO, WARNING, DANGER = "ok", "info", "warning", "danger"
 _LEVELS = (OK, INFO, WARNING, DANGER)
@@ -101,11 +101,13 @@ def _numbers(numbers: tuple[int, ...]) -> str:
 # The batch and the unit ----------------------------------------------------------
 
 
-def batch_notices(batch: Batch, *, today: datetime.date, expiry_in_code: datetime.date | None) -> list[Notice]:
+def batch_notices(
+    result: check.Check, *, expires_on: datetime.date, expiry_in_code: datetime.date | None
+) -> list[Notice]:
     """What the batch's status, expiry and the code's own expiry date mean for the person holding the pack."""
     notices = []
-    status = batch.status
-    if status == Batch.Status.RECALLED:
+    state = result.batch
+    if state is check.BatchState.RECALLED:
         notices.append(
             Notice(
                 DANGER,
@@ -113,7 +115,7 @@ def batch_notices(batch: Batch, *, today: datetime.date, expiry_in_code: datetim
                 _("Do not use this medicine. Return it to your pharmacy, which will replace it."),
             )
         )
-    elif status == Batch.Status.QUARANTINED:
+    elif state is check.BatchState.QUARANTINED:
         notices.append(
             Notice(
                 DANGER,
@@ -124,7 +126,7 @@ def batch_notices(batch: Batch, *, today: datetime.date, expiry_in_code: datetim
                 ),
             )
         )
-    elif status == Batch.Status.DESTROYED:
+    elif state is check.BatchState.DESTROYED:
         notices.append(
             Notice(
                 DANGER,
@@ -132,7 +134,7 @@ def batch_notices(batch: Batch, *, today: datetime.date, expiry_in_code: datetim
                 _("No pack of it should exist. Do not use this medicine, and show it to your pharmacist."),
             )
         )
-    elif status not in (Batch.Status.ACTIVE, Batch.Status.EXPIRED):
+    elif state is check.BatchState.NOT_RELEASED:
         notices.append(
             Notice(
                 DANGER,
@@ -140,16 +142,16 @@ def batch_notices(batch: Batch, *, today: datetime.date, expiry_in_code: datetim
                 _("Do not use this medicine; ask your pharmacist."),
             )
         )
-    if status == Batch.Status.EXPIRED or batch.is_expired(today):
+    if result.expired:
         notices.append(
             Notice(
                 DANGER,
                 _("This batch has expired"),
                 _("It expired on %(date)s. Do not use this medicine; return it to your pharmacy.")
-                % {"date": day(batch.expires_on)},
+                % {"date": day(expires_on)},
             )
         )
-    if expiry_in_code is not None and expiry_in_code != batch.expires_on:
+    if result.expiry_in_code_wrong and expiry_in_code is not None:
         notices.append(
             Notice(
                 DANGER,
@@ -158,7 +160,7 @@ def batch_notices(batch: Batch, *, today: datetime.date, expiry_in_code: datetim
                     "The code on this pack says %(code)s, but the manufacturer registered this batch with "
                     "%(record)s. The pack may not be genuine; show it to your pharmacist."
                 )
-                % {"code": day(expiry_in_code), "record": day(batch.expires_on)},
+                % {"code": day(expiry_in_code), "record": day(expires_on)},
             )
         )
     return notices
@@ -168,9 +170,9 @@ def released() -> Notice:
     return Notice(OK, _("Released for use"), _("This batch is not recalled and not on hold."))
 
 
-def unit_notice(serial: str, status: str | None, manufacturer: str) -> Notice:
+def unit_notice(serial: str, result: check.Check, manufacturer: str) -> Notice:
     """Whether the serial number on the pack was issued for this batch, and what has become of that unit."""
-    if status is None:
+    if result.serial is not check.Serial.ISSUED:
         return Notice(
             DANGER,
             _("Possible counterfeit"),
@@ -179,15 +181,15 @@ def unit_notice(serial: str, status: str | None, manufacturer: str) -> Notice:
                 "do not use it, and show it to your pharmacist."
             ),
         )
-    if status == SerialNumber.Status.ACTIVE:
+    if result.unit is check.UnitState.ACTIVE:
         return Notice(
             OK,
             _("Genuine serial number"),
             _("Serial number %(serial)s was issued by %(manufacturer)s for this batch.")
             % {"serial": serial, "manufacturer": manufacturer},
         )
-    texts: dict[str, tuple[str, str, str]] = {
-        SerialNumber.Status.DISPENSED: (
+    texts: dict[check.UnitState | None, tuple[str, str, str]] = {
+        check.UnitState.DISPENSED: (
             WARNING,
             _("This pack was already dispensed"),
             _(
@@ -195,24 +197,24 @@ def unit_notice(serial: str, status: str | None, manufacturer: str) -> Notice:
                 "receive it from a pharmacy, it may be a copy: ask your pharmacist."
             ),
         ),
-        SerialNumber.Status.RECALLED: (
+        check.UnitState.RECALLED: (
             DANGER,
             _("This pack has been recalled"),
             _("Do not use this medicine. Return it to your pharmacy, which will replace it."),
         ),
-        SerialNumber.Status.STOLEN: (
+        check.UnitState.STOLEN: (
             DANGER,
             _("This pack is reported stolen"),
             _("Do not use this medicine, and show it to your pharmacist."),
         ),
-        SerialNumber.Status.DESTROYED: (
+        check.UnitState.DESTROYED: (
             DANGER,
             _("This pack was recorded as destroyed"),
             _("It should not exist. Do not use this medicine, and show it to your pharmacist."),
         ),
     }
     level, title, text = texts.get(
-        status,
+        result.unit,
         (
             DANGER,
             _("This pack is out of circulation"),
@@ -220,6 +222,30 @@ def unit_notice(serial: str, status: str | None, manufacturer: str) -> Notice:
         ),
     )
     return Notice(level, title, text)
+
+
+@dataclass(frozen=True)
+class RecallView:
+    """The public facts of the recall behind a recalled batch or pack, as the banner shows them."""
+
+    title: str
+    issued: str
+    classification: str
+    instructions: str
+
+
+def recall_view(recall: reads.RecallFacts) -> RecallView:
+    classes = {
+        "I": _("Class I: the most serious; using the medicine may cause serious harm"),
+        "II": _("Class II: using the medicine may cause temporary or reversible harm"),
+        "III": _("Class III: using the medicine is unlikely to cause harm"),
+    }
+    return RecallView(
+        title=_("Recall %(reference)s") % {"reference": recall.reference},
+        issued=day(timezone.localdate(recall.issued_at)),
+        classification=classes.get(recall.classification, recall.classification),
+        instructions=recall.instructions,
+    )
 
 
 # The cold chain ------------------------------------------------------------------
