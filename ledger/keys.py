@@ -15,10 +15,12 @@ class KeyFileError(RuntimeError):
 
 
 def check_permissions(path: Path) -> None:
-    mode = path.stat().st_mode
+    """Refuses a key file its group or others may read, write or execute: only its owner may touch it."""
+    mode = stat.S_IMODE(path.stat().st_mode)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
-            f"{path} is readable by group or others (mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+            f"ledger key file {path} has mode {mode:04o}: its group or others may use it, and anyone who can "
+            f"read it can sign ledger checkpoints; make it readable by its owner only: chmod 600 {path}"
         )
 
 

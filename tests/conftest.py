@@ -68,7 +68,7 @@ def _test_settings(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> N
 
 @pytest.fixture(autouse=True)
 def _ledger_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Transactional tests end with a flush, which the append-only ledger tables refuse.
+    """Transactional tests end with a flush, which the append-only ledger and audit tables refuse.
 
     Only for the flush at the end of such a test: on PostgreSQL triggers are
     disabled for the session (superuser only), on SQLite they are dropped and
@@ -84,18 +84,19 @@ def _ledger_flushable(request: pytest.FixtureRequest) -> Iterator[None]:
     from django.db import connection
 
     from ledger import triggers
+    from traceability import audit
 
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET session_replication_role = origin")
-        for sql in triggers.create_statements(connection.vendor):
+        for sql in triggers.create_statements(connection.vendor) + audit.create_statements(connection.vendor):
             cursor.execute(sql)
     yield
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET session_replication_role = replica")
         else:
-            for sql in triggers.drop_statements(connection.vendor):
+            for sql in triggers.drop_statements(connection.vendor) + audit.drop_statements(connection.vendor):
                 cursor.execute(sql)
 
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 
 from traceability.models import (
     Alert,
+    AuditEvent,
     Batch,
     CustodyEvent,
     Excursion,
@@ -110,3 +111,14 @@ class ShipmentAdmin(ReadOnlyAdmin):
     search_fields = ["reference"]
     list_select_related = ["shipper", "carrier", "consignee"]
     inlines = [ShipmentItemInline, CustodyEventInline]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """The audit log, to read; the database refuses to change it anyway (traceability/audit.py)."""
+
+    list_display = ["at", "kind", "username", "organisation", "remote_addr", "request_id"]
+    list_filter = ["kind"]
+    search_fields = ["username", "remote_addr", "request_id"]
+    date_hierarchy = "at"
+    list_select_related = ["organisation"]

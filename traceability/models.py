@@ -697,3 +697,49 @@ class CapturedEvent(models.Model):
 
     def __str__(self) -> str:
         return self.event_id
+
+
+# Audit log -----------------------------------------------------------------------------
+
+
+class AuditKind(models.TextChoices):
+    SIGNIN_SUCCEEDED = "signin.succeeded", _("Sign-in succeeded")
+    SIGNIN_FAILED = "signin.failed", _("Sign-in failed")
+    ACCESS_DENIED = "access.denied", _("Access denied")
+    RECALL_ISSUED = "recall.issued", _("Recall issued")
+    RECALL_ACKNOWLEDGED = "recall.acknowledged", _("Recall acknowledged")
+    RECALL_CLOSED = "recall.closed", _("Recall closed")
+    KEY_ROTATED = "ledger.key_rotated", _("Ledger key rotated")
+    LEDGER_EXPORTED = "ledger.exported", _("Ledger exported")
+    EPCIS_QUERIED = "epcis.queried", _("EPCIS events queried")
+
+
+class AuditEvent(models.Model):
+    """Who did, or tried, something security-relevant: written by ``traceability.audit.record`` only.
+
+    Append-only: database triggers refuse UPDATE and DELETE (``traceability/audit.py``),
+    so neither the application nor anyone with its database account can rewrite it.
+    """
+
+    Kind = AuditKind
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True, help_text=_("as typed, for a failed sign-in"))
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    detail = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["kind", "at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=[k.value for k in AuditKind]), name="auditevent_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.username or '-'}"

@@ -83,21 +83,25 @@ MIDDLEWARE = [
     # First, so that every log line of a request, redirects included, carries its id.
     "traceability.logs.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "traceability.security.PermissionsPolicyMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication, so that a refusal is recorded with the user it refused.
+    "traceability.security.AccessDeniedAuditMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 if not DEBUG:
     # Production serves the static files collected into the image (docker/Dockerfile) itself;
-    # with DEBUG, runserver serves them from the apps.
-    _after_security = MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1
-    MIDDLEWARE.insert(_after_security, "whitenoise.middleware.WhiteNoiseMiddleware")
+    # with DEBUG, runserver serves them from the apps. After the header middleware, so that static
+    # files carry the same security headers (CSP included) as pages.
+    _after_headers = MIDDLEWARE.index("django.middleware.csp.ContentSecurityPolicyMiddleware") + 1
+    MIDDLEWARE.insert(_after_headers, "whitenoise.middleware.WhiteNoiseMiddleware")
 
 ROOT_URLCONF = "traceability.urls"
 WSGI_APPLICATION = "traceability.wsgi.application"
@@ -174,13 +178,47 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_TLS_PROXY", default=False) else None
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_TLS_PROXY else None
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+# A browser keeps a __Host- cookie only if it is Secure, has Path=/ and no Domain (Django's defaults),
+# so neither plain HTTP nor a sibling subdomain can set or overwrite the session or the CSRF token.
+SESSION_COOKIE_NAME = "__Host-sessionid" if SESSION_COOKIE_SECURE else "sessionid"
+CSRF_COOKIE_NAME = "__Host-csrftoken" if CSRF_COOKIE_SECURE else "csrftoken"
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+# Preloading binds the whole registrable domain and every subdomain of it for months, and
+# hstspreload.org takes only a registrable domain that serves the header itself: a decision for
+# the domain's owner, not for a platform usually served from a subdomain (id.example-pharma.com).
+# Off unless set; while off, Django's reminder (security.W021) is silenced.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Browser features no page uses: refused to our pages and to anything they could embed
+# (traceability/security.py sends the header; Django has no setting for it).
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    feature: []
+    for feature in (
+        "accelerometer",
+        "autoplay",
+        "browsing-topics",
+        "camera",
+        "display-capture",
+        "encrypted-media",
+        "geolocation",
+        "gyroscope",
+        "hid",
+        "idle-detection",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "serial",
+        "usb",
+        "xr-spatial-tracking",
+    )
+}
 # /health/ is probed, and /metrics scraped, over plain HTTP inside the network.
 SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^metrics$"]
 
@@ -207,7 +245,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "traceability.api.pagination.Pagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "traceability.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"auth": env.str("AUTH_THROTTLE_RATE", default="10/min")},
+    # Generous per-minute rates that stop a flood, not a busy client (traceability/security.py):
+    # anonymous callers per address, signed-in callers per user, device ingest per address on its own
+    # rate, token requests per address.
+    "DEFAULT_THROTTLE_CLASSES": ["traceability.security.AnonThrottle", "traceability.security.UserThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_ANON_THROTTLE_RATE", default="600/min"),
+        "user": env.str("API_USER_THROTTLE_RATE", default="3000/min"),
+        "ingest": env.str("INGEST_THROTTLE_RATE", default="6000/min"),
+        "auth": env.str("AUTH_THROTTLE_RATE", default="10/min"),
+    },
+    # The client address is the last one the proxies added to X-Forwarded-For; without a proxy, the
+    # header is ignored (a caller could otherwise choose a fresh address for every request).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=1 if BEHIND_TLS_PROXY else 0),
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")  # type: ignore[attr-defined]
@@ -266,6 +316,8 @@ LEDGER_ORIGIN = env.str("LEDGER_ORIGIN", default="ledger.coldtrace.local")
 LEDGER_KEY_FILE = env.path("LEDGER_KEY_FILE", default=VAR_DIR / "ledger.key")
 # Who may read which entry: organisations are the parties entries name.
 LEDGER_READER_PARTIES = "traceability.selectors.ledger_reader_parties"
+# Where the ledger's commands record key rotations and exports (the audit log, traceability/audit.py).
+LEDGER_AUDIT = "traceability.audit.record"
 # Development creates the key on first use (mode 0600); production must mount one.
 LEDGER_CREATE_KEY = env.bool("LEDGER_CREATE_KEY", default=DEBUG)
 CELERY_BEAT_SCHEDULE = {
@@ -274,6 +326,8 @@ CELERY_BEAT_SCHEDULE = {
     "inbox-sweep": {"task": "iot_ingest.tasks.sweep_inbox", "schedule": 15.0},
     "evaluate-moving": {"task": "iot_ingest.tasks.evaluate_moving", "schedule": 60.0},
     "readings-commit": {"task": "iot_ingest.tasks.commit_readings", "schedule": 180.0},
+    # Months ahead for readings partitioned by month (PostgreSQL, after readings_partition; else nothing to do).
+    "readings-partitions": {"task": "iot_ingest.tasks.readings_partitions_ahead", "schedule": 86400.0},
 }
 
 MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")

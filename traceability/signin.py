@@ -18,13 +18,15 @@ from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 
+from traceability import audit
+
 logger = logging.getLogger(__name__)
 
 
 def _keys(request: HttpRequest) -> list[tuple[str, int]]:
     """(cache key, limit) for the account named in the request and for the client address."""
     username = str(request.POST.get("username", "")).strip().casefold()[:150]
-    address = request.META.get("REMOTE_ADDR", "")
+    address = audit.client_address(request) or ""
     return [
         (f"signin-failures:account:{username}", settings.LOGIN_FAILURES_PER_ACCOUNT),
         (f"signin-failures:address:{address}", settings.LOGIN_FAILURES_PER_ADDRESS),

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iot_ingest import mqtt, protocol, services, simulator
 from iot_ingest.management.commands.simulate_devices import SEQ_RESERVE, SeqState
 from iot_ingest.models import InboxMessage, Reading
+from tests.brokers import docker_mosquitto, readings, signed_in
 from tests.conftest import require_services
 from tests.factories import OrganisationFactory
+from tests.iot_ingest.processes import Processes
 
 INTERVAL = 300
 HOUR = 3600.0
@@ -313,3 +315,32 @@ def test_the_simulator_uploads_over_https_and_the_platform_accepts_every_reading
     assert InboxMessage.objects.filter(outcome=InboxMessage.Outcome.ACCEPTED, transport="http").count() == 10
     cold = Reading.objects.filter(device__device_id=first, value__lt=0)
     assert cold.exists()  # the freeze began an hour in and the 5 hours of history include it
+
+
+@pytest.mark.services
+def test_each_logger_signs_in_with_its_own_account_on_the_production_broker(tmp_path: Path) -> None:
+    """Against Mosquitto with docker/'s ACL, which lets an account publish only as the logger of its name."""
+    keys_path, keys = key_file(tmp_path, 2)
+    with Processes(tmp_path) as processes:
+        broker = docker_mosquitto(processes, tmp_path, [*keys, "coldtrace-ingest"])
+        document = json.loads(keys_path.read_text())
+        for entry in document["devices"]:
+            entry["mqtt_password"] = broker.passwords[entry["device_id"]]
+        keys_path.write_text(json.dumps(document))
+        ingest = signed_in(broker, "coldtrace-ingest")
+        ingest.subscribe("coldtrace/v1/devices/+/readings")
+        url = f"mqtt://127.0.0.1:{broker.port}"  # no account of its own: each logger brings one
+
+        out = simulate(keys_path, tmp_path / "state.json", "--url", url, "--since", "600", "--messages", "6")
+
+        assert out.startswith("6 messages (60 readings) from 2 loggers")
+        deadline = time.monotonic() + 30
+        while len(ingest.received()) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(Counter(topic for topic, _ in ingest.received()).values()) == 6
+        assert {topic for topic, _ in ingest.received()} == {readings(d) for d in keys}
+        ingest.close()
+        document["devices"][0]["mqtt_password"] = "wrong"
+        keys_path.write_text(json.dumps(document))
+        with pytest.raises(CommandError, match="did not accept the connection"):
+            simulate(keys_path, tmp_path / "state2.json", "--url", url, "--messages", "1")

@@ -270,6 +270,7 @@ def test_each_organisation_sees_the_events_of_what_it_may_see(personas: dict[str
     assert world["shipment"].reference not in json.dumps(events(personas["competitor"].client()))
 
 
+@pytest.mark.django_db  # a refusal is written to the audit log
 def test_anonymous_callers_get_nothing(anonymous: APIClient) -> None:
     assert anonymous.get(URL).status_code == 401
 

@@ -20,7 +20,7 @@ from rest_framework.serializers import Serializer
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from traceability import gs1, qr, selectors, services
+from traceability import audit, gs1, qr, selectors, services
 from traceability.api import filters
 from traceability.api import serializers as s
 from traceability.models import (
@@ -95,6 +95,7 @@ class TokenView(APIView):
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise ValidationError({"non_field_errors": ["Unable to sign in with these credentials."]})
+        audit.record("signin.succeeded", user=user, request=request, path=request.path)
         token, _ = Token.objects.get_or_create(user=user)
         return Response({"token": token.key})
 

@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from traceability import gs1
+from traceability import audit, gs1
 from traceability.api.parsers import MAX_BODY_BYTES, StrictJSONParser
 from traceability.epcis import capture, events, hashing, schema
 from traceability.services import actor_organisation
@@ -78,6 +78,7 @@ class EventsView(APIView):
     def get(self, request: Request) -> Response:
         query = _query(request)
         page = events.events_page(query)
+        audit.record("epcis.queried", request=request, query=request.GET.dict(), events=len(page.events))
         headers = dict(EPCIS_HEADERS)
         if page.next is not None:
             params = {k: v for k, v in request.query_params.items() if k != "nextPageToken"}

@@ -20,7 +20,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from traceability import tasks, trace
+from traceability import audit, tasks, trace
 from traceability.models import (
     Batch,
     Organisation,
@@ -133,6 +133,7 @@ def recall_issue(
         RecallShipment(recall=recall, shipment=shipment, units=units) for shipment, units in scope.shipments
     )
     _record("recall.issued", _subject(recall), _public_facts(recall, items), [])
+    audit.record("recall.issued", user=actor, organisation=initiator, recall=recall.reference, batches=batch_ids)
     transaction.on_commit(lambda: _notices_send(recall.pk))
     return recall
 
@@ -178,6 +179,7 @@ def recall_acknowledge(*, actor: User, recall: Recall, units_found: int, note: s
         },
         [],
     )
+    audit.record("recall.acknowledged", user=actor, recall=notice.recall.reference, units_found=units_found)
     return notice
 
 
@@ -209,6 +211,7 @@ def recall_close(*, actor: User, recall: Recall, note: str) -> Recall:
         },
         [],
     )
+    audit.record("recall.closed", user=actor, recall=locked.reference)
     return locked
 
 

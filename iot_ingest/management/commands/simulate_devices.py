@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import fcntl
 import json
 import os
@@ -86,14 +87,18 @@ class SeqState:
 class MqttSink:
     """Publishes at QoS 1 and counts a message only once the broker acknowledged it (PUBACK)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, account: tuple[str, str] | None = None) -> None:
+        """One connection to ``url``; ``account`` (username, password) replaces the URL's credentials."""
         try:
             self.address = mqtt.broker_address(url)
         except ValueError as error:
             raise CommandError(str(error)) from None
+        if account is not None:
+            self.address = dataclasses.replace(self.address, username=account[0], password=account[1])
+        suffix = account[0] if account is not None else f"{socket.gethostname()}-{os.getpid()}"
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"coldtrace-sim-{socket.gethostname()}-{os.getpid()}",
+            client_id=f"coldtrace-sim-{suffix}",
             protocol=paho.MQTTv311,
         )
         mqtt.configure(self.client, self.address)
@@ -138,6 +143,43 @@ class MqttSink:
             time.sleep(LINGER)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def outcomes(self) -> str:
+        return ""
+
+
+class AccountSinks:
+    """One MQTT connection per logger, each signed in with the logger's own broker account.
+
+    What a production broker needs: its ACL lets an account publish only to
+    the topics of the logger it is named after. MQTT 3.1.1 acknowledges a
+    publish the ACL refuses like any other, so a wrong password shows as a
+    refused connection, a wrong account as readings that never arrive.
+    """
+
+    def __init__(self, url: str, accounts: dict[str, tuple[str, str]]) -> None:
+        self.sinks: dict[str, MqttSink] = {}
+        try:
+            for device_id, account in accounts.items():
+                self.sinks[device_id] = MqttSink(url, account=account)
+        except CommandError:
+            self.close()
+            raise
+
+    @property
+    def sent(self) -> int:
+        return sum(sink.sent for sink in self.sinks.values())
+
+    def send(self, topic: str, raw: bytes) -> None:
+        self.sinks[topic.split("/")[3]].send(topic, raw)  # coldtrace/v1/devices/{device_id}/readings
+
+    def flush(self) -> None:
+        for sink in self.sinks.values():
+            sink.flush()
+
+    def close(self) -> None:
+        for sink in self.sinks.values():
+            sink.close()
 
     def outcomes(self) -> str:
         return ""
@@ -236,7 +278,9 @@ class Command(BaseCommand):
             "--keys",
             type=Path,
             default=settings.VAR_DIR / "demo-devices.json",
-            help='{"devices": [{"device_id": ..., "private_key": "<64 hex>"}]}',
+            help='{"devices": [{"device_id": ..., "private_key": "<64 hex>"}]}; a logger with "mqtt_password" '
+            '(and optionally "mqtt_username", else its device id) publishes over a connection of its own, '
+            "signed in with that broker account",
         )
         parser.add_argument("--devices", type=int, help="simulate the first N loggers of the file (default all)")
         parser.add_argument("--interval", type=float, default=300, help="seconds of device time between readings")
@@ -280,7 +324,7 @@ class Command(BaseCommand):
             raise CommandError("--interval must be positive, --per-message at least 1, --since not negative")
         if options["speed"] is not None and options["speed"] <= 0:
             raise CommandError("--speed must be positive")
-        keys = self._keys(options["keys"], options["devices"])
+        keys, accounts = self._keys(options["keys"], options["devices"])
         profiles = dict(options["excursion"])
         unknown = sorted(set(profiles) - {device_id for device_id, _ in keys})
         if unknown:
@@ -304,7 +348,15 @@ class Command(BaseCommand):
         handlers = {signum: signal.signal(signum, _stopper(stop)) for signum in (signal.SIGINT, signal.SIGTERM)}
         state = SeqState(options["state"])
         try:
-            sink: MqttSink | HttpSink = HttpSink(options["http"]) if options["http"] else MqttSink(options["url"])
+            sink: MqttSink | AccountSinks | HttpSink
+            if options["http"]:
+                sink = HttpSink(options["http"])
+            elif accounts:
+                if len(accounts) != len(keys):
+                    raise CommandError("give every simulated logger an mqtt_password, or none of them")
+                sink = AccountSinks(options["url"], accounts)
+            else:
+                sink = MqttSink(options["url"])
             try:
                 made, readings = self._run(fleet, state, sink, options, began=began, start=start, stop=stop)
                 for logger in fleet.loggers:  # late loggers upload their buffer now
@@ -329,7 +381,7 @@ class Command(BaseCommand):
         self,
         fleet: simulator.Fleet,
         state: SeqState,
-        sink: MqttSink | HttpSink,
+        sink: MqttSink | AccountSinks | HttpSink,
         options: dict[str, Any],
         *,
         began: float,
@@ -366,7 +418,10 @@ class Command(BaseCommand):
             sink.send(logger.topic, raw)
         return made, readings
 
-    def _keys(self, path: Path, count: int | None) -> list[tuple[str, Ed25519PrivateKey]]:
+    def _keys(
+        self, path: Path, count: int | None
+    ) -> tuple[list[tuple[str, Ed25519PrivateKey]], dict[str, tuple[str, str]]]:
+        """Each logger's signing key, and the broker accounts of those that have one."""
         try:
             document = json.loads(path.read_text())
             entries = document["devices"][:count] if count is not None else document["devices"]
@@ -374,10 +429,15 @@ class Command(BaseCommand):
                 (entry["device_id"], Ed25519PrivateKey.from_private_bytes(bytes.fromhex(entry["private_key"])))
                 for entry in entries
             ]
+            accounts = {
+                entry["device_id"]: (str(entry.get("mqtt_username", entry["device_id"])), str(entry["mqtt_password"]))
+                for entry in entries
+                if "mqtt_password" in entry
+            }
         except FileNotFoundError:
             raise CommandError(f"no key file {path}: run manage.py seed_demo first, or pass --keys") from None
         except (ValueError, KeyError, TypeError) as error:
             raise CommandError(f"{path} is not a key file ({error!r})") from None
         if not keys:
             raise CommandError(f"{path} lists no loggers")
-        return keys
+        return keys, accounts

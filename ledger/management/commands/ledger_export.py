@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import import_string
 
 from ledger.selectors import live_ledger
 from ledger.verify import write_bundle
@@ -34,6 +36,7 @@ class Command(BaseCommand):
             raise CommandError(f"{directory} is not empty; choose an empty directory or pass --force to overwrite it")
         ledger = live_ledger()
         written = write_bundle(directory, entries=ledger.entries, keys=ledger.keys, checkpoints=ledger.checkpoints)
+        import_string(settings.LEDGER_AUDIT)("ledger.exported", directory=str(directory), entries=written.entries)
         self.stdout.write(f"Wrote {written.entries} entries to {directory / 'entries.jsonl'}")
         self.stdout.write(f"Wrote {written.keys} keys to {directory / 'keys.json'}")
         self.stdout.write(f"Wrote {written.checkpoints} checkpoints to {directory / 'checkpoints'}")

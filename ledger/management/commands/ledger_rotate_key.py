@@ -4,6 +4,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils.module_loading import import_string
 
 from ledger import note, services
 
@@ -16,5 +17,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         key = services.key_rotate()
+        import_string(settings.LEDGER_AUDIT)("ledger.key_rotated", key_id=key.key_id, name=key.name)
         self.stdout.write(f"new key {key.key_id} is active; the private key is in {settings.LEDGER_KEY_FILE}")
         self.stdout.write(f"verifier key: {note.vkey(key.name, bytes(key.public_key))}")
