@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
 import pytest
+from django.core import mail
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from ledger import services as ledger
+from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona
 from tests.scenarios import register_batch, ship
@@ -258,3 +263,90 @@ def test_the_trace_api(batch: Batch, shipments: dict[str, Shipment], manufacture
     bad = pharmacy.client().get(reverse("api-site-trace", args=[pharmacy.site.pk]), {"since": "yesterday"})
     assert bad.status_code == 400
     assert "since" in bad.json()
+
+
+# End to end ----------------------------------------------------------------------------------
+
+
+def test_a_recall_end_to_end_preview_issue_notices_consumer_verification_acknowledgements_close(
+    batch: Batch,
+    shipments: dict[str, Shipment],
+    regulator: Persona,
+    manufacturer: Persona,
+    carrier: Persona,
+    pharmacy: Persona,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    for persona in (manufacturer, carrier, pharmacy):
+        persona.user.email = f"{persona.name}@example.com"  # type: ignore[attr-defined]
+        persona.user.save()
+    serial = batch.serials.values_list("serial", flat=True)[0]
+    pack = f"/01/{batch.product.gtin}/10/{batch.lot}/21/{serial}"
+    before = Client().get(pack)
+    assert "has been recalled" not in text_of(before.content)
+
+    # The regulator previews, then issues with its password.
+    client = signed_in(regulator)
+    fields = previewed(client, form(batch))
+    with django_capture_on_commit_callbacks(execute=True):
+        issued = client.post(reverse("recall-new"), fields | {"issue": "1", "password": PASSWORD})
+    assert issued.status_code == 302
+    recall = Recall.objects.get()
+
+    # Every holder is told, in the application and by mail.
+    assert sorted(recall.notices.values_list("organisation__name", "units_expected")) == [
+        ("Carrier", 50),
+        ("Manufacturer", 850),
+        ("Pharmacy", 150),
+    ]
+    assert sorted(message.to[0] for message in mail.outbox) == [
+        "carrier@example.com",
+        "manufacturer@example.com",
+        "pharmacy@example.com",
+    ]
+
+    # The consumer page shows the banner at once, and a cache holding the old page is told it changed.
+    after = Client().get(pack, HTTP_IF_NONE_MATCH=before["ETag"])
+    assert after.status_code == 200
+    page = text_of(after.content)
+    assert "has been recalled" in page
+    assert recall.instructions in page
+
+    # The DSCSA verification answers "recalled".
+    answer = (
+        Client()
+        .get(
+            pack,
+            {
+                "linkType": "verificationService",
+                "exp": batch.expires_on.strftime("%y%m%d"),
+                "reqGLN": pharmacy.organisation.gln,
+            },
+        )
+        .json()
+    )
+    assert answer["data"]["verified"] is True
+    assert "Recalled" in answer["data"]["additionalInfo"]
+
+    # Each holder acknowledges; the regulator closes.
+    for persona, found in ((pharmacy, 148), (carrier, 50), (manufacturer, 850)):
+        response = persona.client().post(
+            reverse("api-recall-acknowledge", args=[recall.pk]), {"units_found": found}, format="json"
+        )
+        assert response.status_code == 200
+    progress = text_of(signed_in(regulator).get(reverse("recall-detail", args=[recall.pk])).content)
+    assert "3 of 3 organisations have acknowledged." in progress
+    closed = regulator.client().post(
+        reverse("api-recall-close", args=[recall.pk]), {"note": "All found."}, format="json"
+    )
+    assert closed.json()["status"] == "closed"
+
+    # All of it in the ledger, public, and the ledger verifies.
+    ledger.ledger_commit()
+    kinds = list(
+        Entry.objects.filter(subject=f"recall:{recall.reference}").order_by("seq").values_list("type", "public")
+    )
+    assert kinds == [("recall.issued", True)] + [("recall.acknowledged", True)] * 3 + [("recall.closed", True)]
+    out = io.StringIO()
+    call_command("ledger_verify", stdout=out)
+    assert out.getvalue().startswith("OK")

@@ -6,8 +6,10 @@ pharmacy, is carrying 50 more there, and 20 wait in a planned shipment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.core import mail
@@ -18,7 +20,7 @@ from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona, make_persona
 from tests.scenarios import register_batch, ship
-from traceability import services, trace
+from traceability import services, tasks, trace
 from traceability.models import Batch, Organisation, Recall, RecallNotice, SerialNumber, Shipment
 from traceability.services.recalls import RecallItemSpec, serial_order
 
@@ -111,6 +113,34 @@ def test_a_mandated_recall_marks_notifies_flags_and_is_public_in_the_ledger(
     assert f"/recalls/{recall.pk}/" in message.body
 
 
+def test_a_broker_that_is_down_does_not_undo_or_break_a_committed_recall(
+    batch: Batch, world: dict[str, Shipment], regulator: Persona, django_capture_on_commit_callbacks: Any
+) -> None:
+    with (
+        mock.patch.object(tasks.recall_notice_mail, "delay", side_effect=OSError("connection refused")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        recall = issue(regulator, batch)
+    assert Recall.objects.get() == recall
+    assert recall.notices.count() == 3  # in the application, whatever became of the mail
+
+
+def test_each_organisation_gets_its_own_mail(
+    batch: Batch, world: dict[str, Shipment], regulator: Persona, manufacturer: Persona, pharmacy: Persona
+) -> None:
+    for persona, address in ((manufacturer, "qa@maker.example"), (pharmacy, "orders@pharmacy.example")):
+        persona.user.email = address  # type: ignore[attr-defined]
+        persona.user.save()
+    batch.product.name = "Morbivax\nBcc: everyone@example.com"  # a header injection attempt, in the subject
+    batch.product.save()
+    recall = issue(regulator, batch)
+    mail.outbox.clear()
+    sent = [tasks.recall_notice_mail(notice.pk) for notice in recall.notices.order_by("organisation__name")]
+    assert sent == [0, 1, 1]  # the carrier's members have no address
+    assert sorted(message.to[0] for message in mail.outbox) == ["orders@pharmacy.example", "qa@maker.example"]
+    assert all("\n" not in message.subject for message in mail.outbox)
+
+
 def test_a_recalled_batch_is_not_dispatched(
     batch: Batch, world: dict[str, Shipment], regulator: Persona, manufacturer: Persona
 ) -> None:
@@ -154,16 +184,25 @@ def test_a_wholesale_recall_stops_short_of_dispensers(
     assert sorted(recall.notices.values_list("organisation__name", flat=True)) == ["Carrier", "Manufacturer"]
 
 
-def test_a_serial_range_recalls_those_serials_and_leaves_the_batch(manufacturer: Persona, regulator: Persona) -> None:
+def test_a_serial_range_recalls_those_serials_dispensed_or_not_and_leaves_the_batch(
+    manufacturer: Persona, regulator: Persona
+) -> None:
     product = factories.ProductFactory(manufacturer=manufacturer.organisation)
     batch = factories.BatchFactory(product=product)
-    for serial in ("8", "9", "10", "11", "100"):
+    for serial in ("08", "09", "10", "11", "12", "9", "100", "1A"):
         SerialNumber.objects.create(product=product, batch=batch, serial=serial)
-    issue(regulator, batch, items=[RecallItemSpec(batch, "9", "11")])
+    batch.serials.filter(serial="10").update(status=SerialNumber.Status.DISPENSED)  # a patient has it
+    recall = issue(regulator, batch, items=[RecallItemSpec(batch, "09", "11")])
     recalled = set(batch.serials.filter(status=SerialNumber.Status.RECALLED).values_list("serial", flat=True))
-    assert recalled == {"9", "10", "11"}
+    assert recalled == {"09", "10", "11"}  # the range's length only: neither "9", "100" nor "1A"
     batch.refresh_from_db()
     assert batch.status == Batch.Status.ACTIVE
+    (entry,) = entries("recall.issued")
+    (item,) = entry["data"]["items"]
+    assert item["serial_count"] == 3
+    assert item["serials_sha256"] == hashlib.sha256(b"09\n10\n11").hexdigest()
+    assert "09" not in json.dumps(entry["data"]["items"])  # the serials themselves stay private
+    assert recall.items.get().serial_from == "09"
     assert sorted(["100", "9", "A2", "10", "A10"], key=serial_order) == ["9", "10", "A2", "100", "A10"]
 
 
@@ -176,6 +215,7 @@ def test_a_serial_range_recalls_those_serials_and_leaves_the_batch(manufacturer:
         (lambda batch, other: [RecallItemSpec(batch, "5", "")], "items", "both its first and its last"),
         (lambda batch, other: [RecallItemSpec(batch, "Z9", "A1")], "items", "backwards"),
         (lambda batch, other: [RecallItemSpec(batch, "ZZZ1", "ZZZ2")], "items", "has no serial"),
+        (lambda batch, other: [RecallItemSpec(batch, "9", "100")], "items", "the same length"),
     ],
 )
 def test_bad_items_are_refused_with_the_reason(
@@ -233,7 +273,8 @@ def test_holders_acknowledge_once_and_the_regulator_closes(
         services.recall_acknowledge(actor=pharmacy.user, recall=recall, units_found=98)
     (entry,) = entries("recall.acknowledged")
     assert entry["public"]
-    assert entry["data"]["organisation_gln"] == pharmacy.organisation.gln
+    assert (entry["data"]["acknowledged"], entry["data"]["notices"]) == (1, 3)
+    assert pharmacy.organisation.gln not in json.dumps(entry)  # who holds the batch is not public
     assert "98" not in json.dumps(entry["data"])
 
     with pytest.raises(PermissionDenied):

@@ -10,6 +10,8 @@ of its batch.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models.functions import Length
 from django.utils import timezone
 
 from traceability import audit, tasks, trace
@@ -35,6 +38,7 @@ from traceability.services._common import Kind, _record, _when, actor_organisati
 MAX_TEXT_LENGTH = 4000
 MAX_ITEMS = 100
 RETYPE = "is not your password; enter it again to confirm the recall."
+logger = logging.getLogger(__name__)
 # A batch already recalled, or destroyed, cannot be recalled (again).
 NOT_RECALLABLE = (Batch.Status.RECALLED, Batch.Status.DESTROYED)
 
@@ -142,14 +146,18 @@ def recall_issue(
 def recall_acknowledge(*, actor: User, recall: Recall, units_found: int, note: str = "") -> RecallNotice:
     """The actor's organisation confirms it received the notice and reports the units it found (once).
 
-    Appends a public ``recall.acknowledged`` entry naming the organisation's GLN
-    (not the units: what a holder holds is not public).
+    Appends a ``recall.acknowledged`` entry. Recall entries are public
+    (spec/ledger.md), and who holds a batch is not: the entry says how many
+    of the recall's notices are acknowledged, never whose or how many units.
+    Locks the recall first, as closing does, so no acknowledgement lands
+    after the close.
     """
     organisation = actor_organisation(actor)
+    locked = Recall.objects.select_for_update(of=("self",)).get(pk=recall.pk)
     notice = (
         RecallNotice.objects.select_for_update(of=("self",))
-        .select_related("recall", "organisation")
-        .filter(recall=recall, organisation=organisation)
+        .select_related("organisation")
+        .filter(recall=locked, organisation=organisation)
         .first()
     )
     if notice is None:
@@ -157,9 +165,9 @@ def recall_acknowledge(*, actor: User, recall: Recall, units_found: int, note: s
     errors: dict[str, str] = {}
     if notice.acknowledged_at is not None:
         errors["status"] = f"your organisation acknowledged this recall on {_when(notice.acknowledged_at)}."
-    if notice.recall.status == Recall.Status.CLOSED:
+    if locked.status == Recall.Status.CLOSED:
         errors["status"] = "the recall is closed."
-    if isinstance(units_found, bool) or not isinstance(units_found, int) or units_found < 0:
+    if isinstance(units_found, bool) or not isinstance(units_found, int) or not 0 <= units_found < 2**31:
         errors["units_found"] = "give the number of units you found and quarantined, 0 or more."
     errors |= _text_errors(note=note, required=())
     if errors:
@@ -169,17 +177,20 @@ def recall_acknowledge(*, actor: User, recall: Recall, units_found: int, note: s
     notice.units_found = units_found
     notice.note = note.strip()
     notice.save(update_fields=["acknowledged_by", "acknowledged_at", "units_found", "note"])
+    notices = RecallNotice.objects.filter(recall=locked)
     _record(
         "recall.acknowledged",
-        _subject(notice.recall),
+        _subject(locked),
         {
-            "reference": notice.recall.reference,
-            "organisation_gln": organisation.gln,
+            "reference": locked.reference,
             "acknowledged_at": _when(notice.acknowledged_at),
+            "acknowledged": notices.filter(acknowledged_at__isnull=False).count(),
+            "notices": notices.count(),
         },
         [],
     )
-    audit.record("recall.acknowledged", user=actor, recall=notice.recall.reference, units_found=units_found)
+    audit.record("recall.acknowledged", user=actor, recall=locked.reference, units_found=units_found)
+    notice.recall = locked
     return notice
 
 
@@ -246,6 +257,9 @@ def _item_errors(initiator: Organisation, items: Sequence[RecallItemSpec]) -> di
 def _range_problems(index: int, item: RecallItemSpec) -> list[str]:
     if not item.serial_from or not item.serial_to:
         return [f"item {index}: a serial range needs both its first and its last serial."]
+    if len(item.serial_from) != len(item.serial_to):
+        return [f"item {index}: the first and last serials of a range have the same length (a range of 0100 to "
+                f"0999, not 100 to 999); name ranges of other lengths as items of their own."]  # fmt: skip
     if serial_order(item.serial_from) > serial_order(item.serial_to):
         return [f"item {index}: the range {item.serial_from} to {item.serial_to} is backwards."]
     if not _serials_in_range(item).exists():
@@ -254,13 +268,15 @@ def _range_problems(index: int, item: RecallItemSpec) -> list[str]:
 
 
 def _serials_in_range(item: RecallItemSpec) -> Any:
-    """The batch's serials in the item's range (shorter first, then by character), as a queryset."""
-    low, high = serial_order(item.serial_from), serial_order(item.serial_to)
-    pks = [
-        pk
-        for pk, serial in SerialNumber.objects.filter(batch=item.batch).values_list("pk", "serial")
-        if low <= serial_order(serial) <= high
-    ]
+    """The batch's serials of the range's length from its first to its last, as a queryset.
+
+    Compared in Python, character by character: the database's collation
+    might order letters otherwise.
+    """
+    candidates = SerialNumber.objects.annotate(length=Length("serial")).filter(
+        batch=item.batch, length=len(item.serial_from)
+    )
+    pks = [pk for pk, serial in candidates.values_list("pk", "serial") if item.serial_from <= serial <= item.serial_to]
     return SerialNumber.objects.filter(pk__in=pks)
 
 
@@ -290,14 +306,20 @@ def _text_errors(*, required: Sequence[str] = ("reason", "instructions", "note")
 
 
 def _mark_recalled(items: Sequence[RecallItemSpec]) -> None:
+    """Whole batches and their active serials become recalled; so do a range's active and dispensed serials.
+
+    A pack already dispensed from a whole recalled batch shows the batch's
+    recall; one in a range has only its own status to show it with.
+    """
     whole = [item.batch.pk for item in items if item.whole_batch]
     Batch.objects.filter(pk__in=whole).update(status=Batch.Status.RECALLED)
-    active = SerialNumber.Status.ACTIVE
-    SerialNumber.objects.filter(batch__in=whole, status=active).update(status=SerialNumber.Status.RECALLED)
+    Serial = SerialNumber.Status
+    SerialNumber.objects.filter(batch__in=whole, status=Serial.ACTIVE).update(status=Serial.RECALLED)
     for item in items:
-        if not item.whole_batch:
-            _serials_in_range(item).filter(status=active).update(status=SerialNumber.Status.RECALLED)
-        item.batch.refresh_from_db(fields=["status"])
+        if item.whole_batch:
+            item.batch.status = Batch.Status.RECALLED
+        else:
+            _serials_in_range(item).filter(status__in=[Serial.ACTIVE, Serial.DISPENSED]).update(status=Serial.RECALLED)
 
 
 def _reference() -> str:
@@ -324,13 +346,24 @@ def _public_facts(recall: Recall, items: Sequence[RecallItemSpec]) -> dict[str, 
         "manufacturer": organisation(recall.manufacturer),
         "initiated_by": organisation(recall.initiated_by),
         "issued_at": _when(recall.issued_at),
-        "items": [
-            {"gtin": item.batch.product.gtin, "lot": item.batch.lot}
-            | ({"serial_from": item.serial_from, "serial_to": item.serial_to} if not item.whole_batch else {})
-            for item in items
-        ],
+        "items": [{"gtin": item.batch.product.gtin, "lot": item.batch.lot} | _range_facts(item) for item in items],
     }
 
 
+def _range_facts(item: RecallItemSpec) -> dict[str, Any]:
+    """A range as the public may know it: how many serials, and the SHA-256 of them sorted and joined by
+    newlines (as ``batch.registered`` gives a batch's), never the serials, which a counterfeiter would print."""
+    if item.whole_batch:
+        return {}
+    serials = sorted(_serials_in_range(item).values_list("serial", flat=True))
+    return {"serial_count": len(serials), "serials_sha256": hashlib.sha256("\n".join(serials).encode()).hexdigest()}
+
+
 def _notices_send(recall_id: int) -> None:
-    tasks.recall_notices_mail.delay(recall_id)
+    """One e-mail task per notice, once the recall has committed; a broker that is down must not turn the
+    committed recall into an error page: the notices are in the application, and the log says what was not sent."""
+    for notice_id in RecallNotice.objects.filter(recall_id=recall_id).values_list("pk", flat=True):
+        try:
+            tasks.recall_notice_mail.delay(notice_id)
+        except Exception:  # kombu raises many kinds; each is logged, none is the user's
+            logger.exception("recall notice %s: the e-mail task could not be queued", notice_id)
