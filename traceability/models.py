@@ -580,6 +580,7 @@ class RecallItem(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [
+            models.UniqueConstraint(fields=["recall", "batch"], name="recall_item_batch_once"),
             models.CheckConstraint(
                 condition=Q(serial_from="", serial_to="") | Q(serial_from__gt="", serial_to__gt=""),
                 name="recall_item_range_both_ends",
@@ -601,7 +602,8 @@ class RecallNotice(models.Model):
 
     recall = models.ForeignKey(Recall, on_delete=models.PROTECT, related_name="notices")
     organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="recall_notices")
-    # Units the trace placed with the organisation when the recall was issued (on hand, or in its care in transit).
+    # Units the trace placed with the organisation when the recall was issued: on hand, in its care in
+    # transit, or on their way to it.
     units_expected = models.PositiveIntegerField()
     notified_at = models.DateTimeField(default=timezone.now)
     acknowledged_by = models.ForeignKey(

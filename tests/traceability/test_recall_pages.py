@@ -350,3 +350,15 @@ def test_a_recall_end_to_end_preview_issue_notices_consumer_verification_acknowl
     out = io.StringIO()
     call_command("ledger_verify", stdout=out)
     assert out.getvalue().startswith("OK")
+
+
+def test_guessing_the_password_through_the_api_is_throttled_like_signing_in(
+    batch: Batch, manufacturer: Persona, settings: Any
+) -> None:
+    body = {"items": [{"batch": batch.pk}], "classification": "II", "depth": "retail", "reason": "r"}
+    body |= {"instructions": "i", "password": "guess"}
+    rate = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"].split("/")[0])
+    api = manufacturer.client()
+    answers = [api.post(reverse("api-recall-list"), body, format="json").status_code for _ in range(rate + 1)]
+    assert answers == [400] * rate + [429]
+    assert api.get(reverse("api-recall-list")).status_code == 200  # reading is not a guess

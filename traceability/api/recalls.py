@@ -18,6 +18,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 
 from traceability import selectors, services, trace
@@ -215,6 +216,11 @@ class RecallList(generics.ListAPIView[Recall]):
     """Recalls your organisation issued, made the goods of, or was sent a notice of; newest first."""
 
     serializer_class = RecallOut
+    throttle_scope = "auth"  # issuing checks a password: as few guesses as signing in gets
+
+    def get_throttles(self) -> list[BaseThrottle]:
+        throttles = super().get_throttles()
+        return [*throttles, ScopedRateThrottle()] if self.request.method == "POST" else throttles
 
     def get_queryset(self) -> QuerySet[Recall]:
         if _schema_only(self):

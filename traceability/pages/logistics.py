@@ -38,7 +38,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
 from traceability import coldchain, selectors, services
-from traceability.models import Alert, Excursion, Membership, Organisation, Shipment, TemperatureContract
+from traceability.models import Alert, Excursion, Membership, Organisation, Recall, Shipment, TemperatureContract
 from traceability.pages import charts, shipment_ledger
 
 TEMPERATURE = "temperature"  # iot_ingest.models.Reading.Kind.TEMPERATURE
@@ -509,6 +509,15 @@ def _chart(
     )
 
 
+def _recalls_flagging(organisation: Organisation, shipment: Shipment) -> list[tuple[Recall, bool]]:
+    """The recalls that flagged the shipment, each with whether the organisation may open its page."""
+    recalls = [flag.recall for flag in shipment.recall_flags.select_related("recall")]
+    visible = set(
+        selectors.visible_recalls(organisation).filter(pk__in=[r.pk for r in recalls]).values_list("pk", flat=True)
+    )
+    return [(recall, recall.pk in visible) for recall in recalls]
+
+
 @require_safe
 @never_cache
 @_member
@@ -556,6 +565,6 @@ def shipment_page(request: HttpRequest, membership: Membership, pk: int) -> Http
         ),
         "devices": shipment.device_assignments.select_related("device").order_by("starts_at", "id"),
         "ledger": shipment_ledger.section(request, shipment),
-        "recalls": [flag.recall for flag in shipment.recall_flags.select_related("recall")],
+        "recalls": _recalls_flagging(membership.organisation, shipment),
     }
     return render(request, "logistics/shipment.html", context)

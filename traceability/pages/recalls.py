@@ -73,7 +73,10 @@ class AcknowledgeForm(forms.Form):
 
 class CloseForm(forms.Form):
     note = forms.CharField(
-        label=gettext_lazy("Why the recall can close"), required=False, widget=forms.Textarea(attrs={"rows": 2})
+        label=gettext_lazy("Why the recall can close"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=gettext_lazy("Published in the public ledger with the recall: name no holder."),
     )
 
 
