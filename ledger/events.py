@@ -18,6 +18,7 @@ EVENT_TYPES = frozenset(
         "custody.transferred",
         "shipment.delivered",
         "shipment.rejected",
+        "unit.dispensed",
         # cold-chain monitoring
         "excursion.started",
         "excursion.ended",

@@ -745,3 +745,23 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.username or '-'}"
+
+
+# Dispensing ----------------------------------------------------------------------------
+
+
+class Dispensing(models.Model):
+    """A unit handed to a patient by a dispenser: the end of its traceable life (DSCSA)."""
+
+    serial = models.OneToOneField(SerialNumber, on_delete=models.PROTECT, related_name="dispensing")
+    organisation = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+")
+    dispensed_at = models.DateTimeField()
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["dispensed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.serial_id} at {self.site_id}"

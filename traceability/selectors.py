@@ -20,6 +20,7 @@ from django.http import HttpRequest
 from traceability.models import (
     Batch,
     CustodyEvent,
+    Dispensing,
     Organisation,
     Product,
     Recall,
@@ -65,7 +66,8 @@ def batch_available(*, organisation: Organisation, batch: Batch) -> int:
     """Units of the batch the organisation holds and has not yet committed to a shipment.
 
     Made (by its manufacturer) + received (delivered to it) - sent (planned, in
-    transit or delivered from it). A rejected delivery returns to the shipper.
+    transit or delivered from it) - dispensed by it. A rejected delivery
+    returns to the shipper.
     """
     items = ShipmentItem.objects.filter(batch=batch)
     totals = items.aggregate(
@@ -73,7 +75,8 @@ def batch_available(*, organisation: Organisation, batch: Batch) -> int:
         sent=Coalesce(Sum("quantity", filter=Q(shipment__shipper=organisation) & ~Q(shipment__status="rejected")), 0),
     )
     made = batch.quantity if batch.product.manufacturer_id == organisation.pk else 0
-    return int(made + totals["received"] - totals["sent"])
+    dispensed = Dispensing.objects.filter(serial__batch=batch, organisation=organisation).count()
+    return int(made + totals["received"] - totals["sent"] - dispensed)
 
 
 def ledger_party(organisation_id: int) -> str:

@@ -197,6 +197,9 @@ TABLE: dict[str, dict[str, Cells]] = {
     # Traces: a batch's for its manufacturer and regulators; a shipment's for whoever sees it; a site's
     # (the manufacturer's) for its organisation and regulators.
     "api-batch-trace": members_only(GET=members(404, manufacturer=200, regulator=200)),
+    # Dispensing: only a dispenser dispenses (403 for the others who see the batch); the pharmacy holds
+    # none of it yet (nothing delivered in the world): 400.
+    "api-batch-dispense": members_only(POST=members(403, pharmacy=400, competitor=404, carrier2=404)),
     "api-shipment-trace": members_only(GET=MANUFACTURERS_OBJECT),
     "api-site-trace": members_only(GET=members(404, manufacturer=200, regulator=200)),
     # EPCIS 2.0: every member queries the events it may see; capture refuses the table's empty body
@@ -372,6 +375,7 @@ def paths(world: World) -> dict[str, str]:
         "api-recall-acknowledge": reverse("api-recall-acknowledge", args=[world.competitor_recall.pk]),
         "api-recall-close": reverse("api-recall-close", args=[world.competitor_recall.pk]),
         "api-batch-trace": reverse("api-batch-trace", args=[batch]),
+        "api-batch-dispense": reverse("api-batch-dispense", args=[batch]),
         "api-shipment-trace": reverse("api-shipment-trace", args=[world.in_transit.pk]),
         "api-site-trace": reverse("api-site-trace", args=[world["manufacturer"].site.pk]),
         "digital-link-gtin": reverse("digital-link-gtin", args=[world.product.gtin]),
@@ -459,6 +463,10 @@ BODIES: dict[str, Callable[[World], dict[str, Any]]] = {
         "password": PASSWORD,
     },
     "api-recall-preview": lambda w: {"items": [{"batch": w.batch.pk}], "depth": "consumer"},
+    "api-batch-dispense": lambda w: {
+        "serials": list(w.batch.serials.values_list("serial", flat=True)[:1]),
+        "site": w["pharmacy"].site.gln,
+    },
     "api-recall-acknowledge": lambda w: {"units_found": 100},
     "api-recall-close": lambda w: {"note": "All units accounted for."},
     "api-alert-acknowledge": lambda w: {"comment": "Checking the reefer unit."},

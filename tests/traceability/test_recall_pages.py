@@ -362,3 +362,22 @@ def test_guessing_the_password_through_the_api_is_throttled_like_signing_in(
     answers = [api.post(reverse("api-recall-list"), body, format="json").status_code for _ in range(rate + 1)]
     assert answers == [400] * rate + [429]
     assert api.get(reverse("api-recall-list")).status_code == 200  # reading is not a guess
+
+
+def test_the_dispense_api(batch: Batch, shipments: dict[str, Shipment], pharmacy: Persona) -> None:
+    serials = list(batch.serials.values_list("serial", flat=True)[:2])
+    url = reverse("api-batch-dispense", args=[batch.pk])
+    api = pharmacy.client()
+    done = api.post(url, {"serials": serials, "site": pharmacy.site.gln}, format="json")
+    assert (done.status_code, done.json()) == (201, {"dispensed": 2})
+    for body, field in (
+        ({"serials": serials, "site": pharmacy.site.gln}, "serials"),  # already dispensed
+        ({"serials": ["X" * 21], "site": pharmacy.site.gln}, "serials"),
+        ({"serials": serials[:1], "site": "0000000000000"}, "site"),
+        ({"serials": "all", "site": pharmacy.site.gln}, "serials"),
+    ):
+        refused = api.post(url, body, format="json")
+        assert refused.status_code == 400
+        assert field in refused.json()
+    page = Client().get(f"/01/{batch.product.gtin}/10/{batch.lot}/21/{serials[0]}")
+    assert "already dispensed" in text_of(page.content)

@@ -20,7 +20,7 @@ from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona, make_persona
 from tests.scenarios import register_batch, ship
-from traceability import services, tasks, trace
+from traceability import selectors, services, tasks, trace
 from traceability.models import Batch, Organisation, Recall, RecallNotice, SerialNumber, Shipment
 from traceability.services.recalls import RecallItemSpec, serial_order
 
@@ -327,7 +327,7 @@ def test_a_batch_trace_takes_the_same_queries_for_any_number_of_shipments(
 ) -> None:
     for _ in range(6):
         ship(batch, manufacturer, carrier, pharmacy, quantity=5)
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(12):
         found = trace.batch_trace(batch)
     assert len([step for step in found.steps if step.kind == "shipment.delivered"]) == 6
 
@@ -379,3 +379,80 @@ def test_a_shipment_trace_counts_every_batch_it_carries(
     )
     (planned,) = trace.shipment_trace(shipment)
     assert "50 units" in planned.text
+
+
+# Dispensing ----------------------------------------------------------------------------------
+
+
+def test_a_pharmacy_dispenses_packs_it_holds_and_the_trace_and_stock_say_so(
+    batch: Batch, world: dict[str, Shipment], pharmacy: Persona, manufacturer: Persona
+) -> None:
+    serials = list(batch.serials.order_by("serial").values_list("serial", flat=True)[:2])
+    dispensed = services.units_dispense(actor=pharmacy.user, batch=batch, serials=serials, site=pharmacy.site)
+
+    assert len(dispensed) == 2
+    assert set(batch.serials.filter(serial__in=serials).values_list("status", flat=True)) == {"dispensed"}
+    assert selectors.batch_available(organisation=pharmacy.organisation, batch=batch) == 98
+    found = trace.batch_trace(batch)
+    assert {entry.organisation.name: entry.on_hand for entry in found.whereabouts.stock}["Pharmacy"] == 98
+    step = next(step for step in found.steps if step.kind == "unit.dispensed")
+    assert (step.text, step.organisation, step.site) == ("2 units dispensed.", "Pharmacy", "Pharmacy site")
+    (entry,) = entries("unit.dispensed")
+    assert not entry["public"]
+    assert entry["data"]["units"] == 2
+    assert serials[0] not in json.dumps(entry["data"])
+    readers = set(Entry.objects.get(type="unit.dispensed").readers.values_list("party", flat=True))
+    assert readers == {
+        selectors.ledger_party(pharmacy.organisation.pk),
+        selectors.ledger_party(manufacturer.organisation.pk),
+    }
+
+
+@pytest.mark.parametrize(
+    ("who", "serials", "field", "words"),
+    [
+        ("pharmacy", ["NOT-OURS"], "serials", "not serials of this batch: NOT-OURS"),
+        ("pharmacy", [], "serials", "at least one"),
+        ("pharmacy", ["{0}", "{0}"], "serials", "name each serial once"),
+        ("pharmacy_elsewhere", ["{0}"], "site", "must be a site of your organisation"),
+    ],
+)
+def test_dispensing_refuses_what_it_cannot_record(
+    batch: Batch,
+    world: dict[str, Shipment],
+    pharmacy: Persona,
+    manufacturer: Persona,
+    who: str,
+    serials: list[str],
+    field: str,
+    words: str,
+) -> None:
+    first = batch.serials.order_by("serial").values_list("serial", flat=True)[0]
+    site = manufacturer.site if who == "pharmacy_elsewhere" else pharmacy.site
+    with pytest.raises(ValidationError) as raised:
+        services.units_dispense(actor=pharmacy.user, batch=batch, serials=[s.format(first) for s in serials], site=site)
+    assert words in " ".join(raised.value.message_dict[field])
+    assert not batch.serials.filter(status="dispensed").exists()
+
+
+def test_dispensing_needs_a_dispenser_holding_the_units_of_an_active_batch(
+    batch: Batch, world: dict[str, Shipment], pharmacy: Persona, manufacturer: Persona, regulator: Persona
+) -> None:
+    serials = list(batch.serials.values_list("serial", flat=True))
+    with pytest.raises(PermissionDenied):
+        services.units_dispense(actor=manufacturer.user, batch=batch, serials=serials[:1], site=manufacturer.site)
+    services.units_dispense(actor=pharmacy.user, batch=batch, serials=serials[:1], site=pharmacy.site)
+    with pytest.raises(ValidationError, match="no longer in circulation"):
+        services.units_dispense(actor=pharmacy.user, batch=batch, serials=serials[:1], site=pharmacy.site)
+    issue(regulator, batch)
+    with pytest.raises(ValidationError, match="the batch is recalled: do not dispense it"):
+        services.units_dispense(actor=pharmacy.user, batch=batch, serials=serials[1:2], site=pharmacy.site)
+
+
+def test_a_pharmacy_dispenses_no_more_than_it_holds(manufacturer: Persona, carrier: Persona, pharmacy: Persona) -> None:
+    product = factories.ProductFactory(manufacturer=manufacturer.organisation)
+    batch = register_batch(manufacturer, product, serials=5)
+    ship(batch, manufacturer, carrier, pharmacy, quantity=2)
+    serials = list(batch.serials.values_list("serial", flat=True)[:3])
+    with pytest.raises(ValidationError, match="holds 2 undispensed units of this batch, not 3"):
+        services.units_dispense(actor=pharmacy.user, batch=batch, serials=serials, site=pharmacy.site)

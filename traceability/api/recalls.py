@@ -1,4 +1,4 @@
-"""REST API of recalls and traces: one view per operation, each one call into a service or ``trace``.
+"""REST API of recalls, traces and dispensing: one view per operation, each one call into a service or ``trace``.
 
 A recall is visible to the regulators, its manufacturer, its initiator and
 every organisation sent a notice; a holder sees its own notice only. A batch's
@@ -25,6 +25,7 @@ from traceability import selectors, services, trace
 from traceability.api import serializers as s
 from traceability.api.views import ERRORS, READ_ERRORS, _actor, _organisation, _schema_only, _valid
 from traceability.models import Batch, Organisation, Recall, RecallNotice, Shipment, Site
+from traceability.services.dispensing import MAX_UNITS as MAX_DISPENSED
 from traceability.services.recalls import MAX_ITEMS, MAX_TEXT_LENGTH
 
 # Output ------------------------------------------------------------------------------------
@@ -175,6 +176,12 @@ class CloseIn(serializers.Serializer[Any]):
     note = serializers.CharField(max_length=MAX_TEXT_LENGTH, allow_blank=True)
 
 
+class DispenseIn(serializers.Serializer[Any]):
+    serials = serializers.ListField(child=serializers.CharField(max_length=20), min_length=1, max_length=MAX_DISPENSED)
+    site = serializers.CharField(max_length=13, help_text="the GLN of your site where the packs were dispensed")
+    occurred_at = serializers.DateTimeField(required=False, default=None)
+
+
 class SiteTraceIn(serializers.Serializer[Any]):
     since = serializers.DateTimeField(required=False, default=None)
     until = serializers.DateTimeField(required=False, default=None)
@@ -300,6 +307,21 @@ class ShipmentTrace(APIView):
         """The shipment's life: planned, dispatched, hand-overs, excursions and alerts, delivery."""
         shipment: Shipment = get_object_or_404(selectors.visible_shipments(_organisation(request)), pk=pk)
         return Response(StepOut(trace.shipment_trace(shipment), many=True).data)
+
+
+class BatchDispense(APIView):
+    @extend_schema(request=DispenseIn, responses={201: None, **ERRORS})
+    def post(self, request: Request, pk: int) -> Response:
+        """A pharmacy records packs of the batch as dispensed to patients (see ``services.units_dispense``)."""
+        batch: Batch = get_object_or_404(selectors.visible_batches(_organisation(request)), pk=pk)
+        data = _valid(DispenseIn, request)
+        site = Site.objects.filter(gln=data["site"]).first()
+        if site is None:
+            raise ValidationError({"site": [f"no site has GLN {data['site']!r}."]})
+        dispensed = services.units_dispense(
+            actor=_actor(request), batch=batch, serials=data["serials"], site=site, occurred_at=data["occurred_at"]
+        )
+        return Response({"dispensed": len(dispensed)}, status=status.HTTP_201_CREATED)
 
 
 class SiteTrace(APIView):

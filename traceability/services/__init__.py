@@ -13,6 +13,7 @@ from __future__ import annotations
 from traceability.services._common import actor_organisation
 from traceability.services.batch_status import batch_quarantine, batch_release
 from traceability.services.catalogue import batch_register, product_register, site_create
+from traceability.services.dispensing import units_dispense
 from traceability.services.monitoring import alert_acknowledge, alert_resolve, monitoring_apply, readings_committed
 from traceability.services.recalls import RecallItemSpec, recall_acknowledge, recall_close, recall_issue, recall_preview
 from traceability.services.shipments import (
@@ -44,4 +45,5 @@ __all__ = [
     "shipment_dispatch",
     "shipment_receive",
     "site_create",
+    "units_dispense",
 ]
