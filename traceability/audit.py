@@ -26,6 +26,7 @@ from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from ledger import triggers
 from traceability.logs import current_request_id
 from traceability.models import AuditEvent, Organisation
 
@@ -113,51 +114,20 @@ def _path(request: HttpRequest | None) -> str:
 
 # Append-only triggers (migration 0005) ---------------------------------------------------
 
-_POSTGRES_FUNCTION = """
-CREATE OR REPLACE FUNCTION audit_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'audit table % is append-only: % refused', TG_TABLE_NAME, TG_OP;
-END $$;
-"""
+APPEND_ONLY = triggers.AppendOnly("audit", TABLES)
 
 
 def create_statements(vendor: str) -> list[str]:
-    if vendor == "postgresql":
-        return [_POSTGRES_FUNCTION] + [
-            sql
-            for table in TABLES
-            for sql in (
-                f"CREATE OR REPLACE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();",
-                f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();",
-            )
-        ]
-    if vendor == "sqlite":
-        return [
-            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{operation.lower()} BEFORE {operation} ON {table} "
-            f"BEGIN SELECT RAISE(ABORT, 'audit table {table} is append-only: {operation} refused'); END;"
-            for table in TABLES
-            for operation in ("UPDATE", "DELETE")
-        ]
-    raise RuntimeError(f"ColdTrace supports PostgreSQL and SQLite; the audit triggers do not exist for {vendor}")
+    return APPEND_ONLY.create_statements(vendor)
 
 
 def drop_statements(vendor: str) -> list[str]:
-    if vendor == "postgresql":
-        return [
-            f"DROP TRIGGER IF EXISTS {table}_{suffix} ON {table};"
-            for table in TABLES
-            for suffix in ("no_change", "no_truncate")
-        ]
-    return [f"DROP TRIGGER IF EXISTS {table}_no_{op};" for table in TABLES for op in ("update", "delete")]
+    return APPEND_ONLY.drop_statements(vendor)
 
 
 def install(apps: Any, schema_editor: Any) -> None:
-    for sql in create_statements(schema_editor.connection.vendor):
-        schema_editor.execute(sql, params=None)
+    APPEND_ONLY.install(apps, schema_editor)
 
 
 def uninstall(apps: Any, schema_editor: Any) -> None:
-    for sql in drop_statements(schema_editor.connection.vendor):
-        schema_editor.execute(sql, params=None)
+    APPEND_ONLY.uninstall(apps, schema_editor)
