@@ -78,15 +78,23 @@ class RecallOut(serializers.ModelSerializer[Recall]):
         return [{"reference": flag.shipment.reference, "units": flag.units} for flag in recall.flagged.all()]
 
 
+class OnHandOut(serializers.Serializer[Any]):
+    """Units on hand at one site (``site`` null: where the manufacturer made them, at no recorded site)."""
+
+    site = s.SiteRef(allow_null=True)
+    units = serializers.IntegerField()
+
+    def to_representation(self, instance: Any) -> dict[str, Any]:
+        site, units = instance
+        return {"site": s.SiteRef(site).data if site else None, "units": units}
+
+
 class HolderOut(serializers.Serializer[Any]):
     organisation = s.OrganisationRef()
-    on_hand = serializers.SerializerMethodField()
+    on_hand = OnHandOut(many=True, source="sites")
     in_care = serializers.IntegerField()
     incoming = serializers.IntegerField()
     notified = serializers.BooleanField()
-
-    def get_on_hand(self, holder: trace.Holder) -> list[dict[str, Any]]:
-        return [{"site": s.SiteRef(site).data if site else None, "units": units} for site, units in holder.sites]
 
 
 class ScopeOut(serializers.Serializer[Any]):
@@ -112,11 +120,8 @@ class StepOut(serializers.Serializer[Any]):
 
 class StockOut(serializers.Serializer[Any]):
     organisation = s.OrganisationRef()
-    on_hand = serializers.SerializerMethodField()
+    on_hand = OnHandOut(many=True, source="sites")
     free = serializers.IntegerField()
-
-    def get_on_hand(self, stock: trace.Stock) -> list[dict[str, Any]]:
-        return [{"site": s.SiteRef(site).data if site else None, "units": units} for site, units in stock.sites]
 
 
 class BatchTraceOut(serializers.Serializer[Any]):
