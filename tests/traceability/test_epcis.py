@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from jsonschema import Draft7Validator
 from rest_framework.test import APIClient
@@ -370,7 +371,9 @@ def test_an_event_keeps_its_id_from_one_query_to_the_next(personas: dict[str, Pe
 def world_documents(personas: dict[str, Persona]) -> list[dict[str, Any]]:
     """Documents from worlds with and without serials, excursions, recalls, hand-overs and rejections, paged."""
     manufacturer, carrier, pharmacy = personas["manufacturer"], personas["carrier"], personas["pharmacy"]
-    journey(personas, serials=4, excursion=True)
+    travelled = journey(personas, serials=4, excursion=True)["batch"]
+    dispensed = travelled.serials.values_list("serial", flat=True)[:1]
+    services.units_dispense(actor=pharmacy.user, batch=travelled, serials=list(dispensed), site=pharmacy.site)
     journey(personas, serials=0, excursion=False)
     rejected_batch = made(register_batch(manufacturer, make_product(manufacturer), lot="R/1", serials=0))
     rejected = ship(manufacturer, carrier, pharmacy, rejected_batch, hours_ago=5)
@@ -416,6 +419,7 @@ def test_every_document_validates_against_gs1s_schema(personas: dict[str, Person
         ("receiving", "non_conformant"),
         ("holding", "non_sellable_other"),
         ("holding", "recalled"),
+        ("dispensing", "dispensed"),
     }
 
 
@@ -442,3 +446,21 @@ def test_event_ids_equal_the_reference_implementations(personas: dict[str, Perso
     event_list = document["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
     assert len(event_list) >= 15
     assert [e["eventID"] for e in event_list] == reference_ids(document)
+
+
+def test_who_dispensed_a_pack_is_for_the_dispenser_the_manufacturer_and_regulators(
+    personas: dict[str, Persona],
+) -> None:
+    batch = journey(personas, serials=2, excursion=False)["batch"]
+    serial = batch.serials.values_list("serial", flat=True)[0]
+    pharmacy = personas["pharmacy"]
+    services.units_dispense(actor=pharmacy.user, batch=batch, serials=[serial], site=pharmacy.site)
+    seen = {
+        name: [e for e in events(personas[name].client()) if e["bizStep"] == "dispensing"]
+        for name in ("pharmacy", "manufacturer", "regulator", "carrier", "carrier2")
+    }
+    for name in ("pharmacy", "manufacturer", "regulator"):
+        (event,) = seen[name]
+        assert event["epcList"] == [f"{settings.BASE_URL}/01/{batch.product.gtin}/21/{serial}"]
+        assert event["bizLocation"]["id"].endswith(pharmacy.site.gln)
+    assert seen["carrier"] == [] == seen["carrier2"]  # carried the batch, but whoever dispensed it is not theirs

@@ -10,6 +10,7 @@
 | quarantine (ledger ``batch.quarantined``)     | holding       | non_sellable_other      |
 | release (ledger ``batch.released``)           | inspecting    | sellable_not_accessible |
 | recall (RecallItem)                           | holding       | recalled                |
+| unit dispensed (Dispensing)                   | dispensing    | dispensed               |
 
 A receipt or rejection closes a leg: it carries the leg's temperature summary
 (min, max, mean over the readings measured between dispatch and arrival,
@@ -20,6 +21,8 @@ an event must not change after it happened.
 Who sees what: the events of the batches and shipments ``selectors`` lets the
 organisation see. Quarantine and release are read from the ledger, whose
 entries only the manufacturer (and regulators) may read, so only they get them.
+Who dispensed a pack is seen by the dispenser, the manufacturer and regulators:
+not by other holders of the batch.
 
 Paging is by keyset on (eventTime, source, id): each source is read from the
 token on, at most a page plus one row, and the sources are merged. A page costs
@@ -49,15 +52,17 @@ from traceability.epcis import vocabulary as v
 from traceability.models import (
     Batch,
     CustodyEvent,
+    Dispensing,
     Excursion,
     Organisation,
     RecallItem,
     SerialNumber,
     Shipment,
 )
+from traceability.services.recalls import serials_in_range
 
 # Sources in the order they break ties at the same eventTime.
-COMMISSION, CUSTODY, REJECTION, LEDGER, PENDING, RECALL = range(6)
+COMMISSION, CUSTODY, REJECTION, LEDGER, PENDING, RECALL, DISPENSING = range(7)
 DISPOSITION_TYPES = ("batch.quarantined", "batch.released")
 TEMPERATURE = "temperature"  # iot_ingest.models.Reading.Kind.TEMPERATURE; traceability imports no iot_ingest
 
@@ -188,6 +193,11 @@ def _sources(query: Query) -> list[tuple[int, QuerySet[Any], str]]:
     wanted = Q(type__in=DISPOSITION_TYPES, subject__in=subjects)
     found.append((LEDGER, Entry.objects.filter(wanted), "time"))
     found.append((PENDING, PendingEvent.objects.filter(wanted), "time"))
+    dispensed = Dispensing.objects.filter(serial__batch__in=batches.values("pk"))
+    if not query.organisation.is_regulator:
+        mine = Q(organisation=query.organisation) | Q(serial__batch__product__manufacturer=query.organisation)
+        dispensed = dispensed.filter(mine)
+    found.append((DISPENSING, dispensed, "dispensed_at"))
     return found
 
 
@@ -418,7 +428,7 @@ def _recalls(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
             epcs: list[str] = []
             quantities = [{"epcClass": v.product_class(gtin, lot)}]
         else:
-            serials = item.batch.serials.filter(serial__gte=item.serial_from, serial__lte=item.serial_to)
+            serials = serials_in_range(item.batch, item.serial_from, item.serial_to).order_by("serial")
             epcs = [v.product_instance(gtin, serial) for serial in serials.values_list("serial", flat=True)]
             quantities = [] if epcs else [{"epcClass": v.product_class(gtin, lot)}]
         yield (
@@ -434,6 +444,23 @@ def _recalls(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
         )
 
 
+def _dispensings(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
+    for dispensing in Dispensing.objects.filter(pk__in=pks).select_related("serial__batch__product", "site"):
+        serial = dispensing.serial
+        yield (
+            dispensing.pk,
+            v.object_event(
+                time=dispensing.dispensed_at,
+                action="OBSERVE",
+                biz_step="dispensing",
+                disposition="dispensed",
+                epcList=[v.product_instance(serial.batch.product.gtin, serial.serial)],
+                readPoint={"id": v.place(dispensing.site.gln)},
+                bizLocation={"id": v.place(dispensing.site.gln)},
+            ),
+        )
+
+
 _BUILDERS = {
     COMMISSION: _commissioning,
     CUSTODY: _custody,
@@ -441,4 +468,5 @@ _BUILDERS = {
     LEDGER: _ledger,
     PENDING: _pending,
     RECALL: _recalls,
+    DISPENSING: _dispensings,
 }

@@ -262,21 +262,19 @@ def _range_problems(index: int, item: RecallItemSpec) -> list[str]:
                 f"0999, not 100 to 999); name ranges of other lengths as items of their own."]  # fmt: skip
     if serial_order(item.serial_from) > serial_order(item.serial_to):
         return [f"item {index}: the range {item.serial_from} to {item.serial_to} is backwards."]
-    if not _serials_in_range(item).exists():
+    if not serials_in_range(item.batch, item.serial_from, item.serial_to).exists():
         return [f"item {index}: batch {item.batch} has no serial from {item.serial_from} to {item.serial_to}."]
     return []
 
 
-def _serials_in_range(item: RecallItemSpec) -> Any:
-    """The batch's serials of the range's length from its first to its last, as a queryset.
+def serials_in_range(batch: Batch, first: str, last: str) -> Any:
+    """The batch's serials of the length of ``first`` from ``first`` to ``last``, as a queryset.
 
     Compared in Python, character by character: the database's collation
     might order letters otherwise.
     """
-    candidates = SerialNumber.objects.annotate(length=Length("serial")).filter(
-        batch=item.batch, length=len(item.serial_from)
-    )
-    pks = [pk for pk, serial in candidates.values_list("pk", "serial") if item.serial_from <= serial <= item.serial_to]
+    candidates = SerialNumber.objects.annotate(length=Length("serial")).filter(batch=batch, length=len(first))
+    pks = [pk for pk, serial in candidates.values_list("pk", "serial") if first <= serial <= last]
     return SerialNumber.objects.filter(pk__in=pks)
 
 
@@ -319,7 +317,9 @@ def _mark_recalled(items: Sequence[RecallItemSpec]) -> None:
         if item.whole_batch:
             item.batch.status = Batch.Status.RECALLED
         else:
-            _serials_in_range(item).filter(status__in=[Serial.ACTIVE, Serial.DISPENSED]).update(status=Serial.RECALLED)
+            serials_in_range(item.batch, item.serial_from, item.serial_to).filter(
+                status__in=[Serial.ACTIVE, Serial.DISPENSED]
+            ).update(status=Serial.RECALLED)
 
 
 def _reference() -> str:
@@ -355,7 +355,7 @@ def _range_facts(item: RecallItemSpec) -> dict[str, Any]:
     newlines (as ``batch.registered`` gives a batch's), never the serials, which a counterfeiter would print."""
     if item.whole_batch:
         return {}
-    serials = sorted(_serials_in_range(item).values_list("serial", flat=True))
+    serials = sorted(serials_in_range(item.batch, item.serial_from, item.serial_to).values_list("serial", flat=True))
     return {"serial_count": len(serials), "serials_sha256": hashlib.sha256("\n".join(serials).encode()).hexdigest()}
 
 
