@@ -9,12 +9,20 @@ from iot_ingest import evaluation, partitions, services
 from traceability.models import Shipment
 
 
-@shared_task(bind=True, ignore_result=True, max_retries=services.MAX_ATTEMPTS, soft_time_limit=60, time_limit=90)
-def process_messages(self, ids: list[int]) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Turns inbox rows into readings; a failure is counted on the rows, then retried with backoff."""
+@shared_task(bind=True, ignore_result=True, max_retries=services.MAX_ATTEMPTS + 1, soft_time_limit=60, time_limit=90)
+def process_messages(self, ids: list[int], adopt: bool = True) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Turns inbox rows into readings; a failure is counted on the rows, then retried with backoff.
+
+    A batch that took on other tasks' rows and failed is tried again at once
+    on its own rows only: a row that cannot be processed is counted against
+    itself alone, never against the rows it happened to share a transaction
+    with.
+    """
     try:
-        return services.messages_process(ids)
+        return services.messages_process(ids, adopt=adopt)
     except Exception as error:
+        if adopt:
+            raise self.retry(exc=error, countdown=0, kwargs={"ids": ids, "adopt": False}) from error
         services.inbox_failed(ids, error)
         raise self.retry(exc=error, countdown=min(2**self.request.retries, 60)) from error
 

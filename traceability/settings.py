@@ -332,6 +332,10 @@ CELERY_BEAT_SCHEDULE = {
 
 MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")
 
+# A processing task takes on up to this many of the oldest pending inbox messages besides its own, so a queue
+# of small tasks becomes a few large transactions (0: each task processes only its own messages).
+INBOX_ADOPTED = env.int("INBOX_ADOPTED", default=500)
+
 # /metrics answers only "Authorization: Bearer <METRICS_KEY>"; with no key it does not exist (404).
 METRICS_KEY = _secret("METRICS_KEY", default="") or ""
 

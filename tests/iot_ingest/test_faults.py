@@ -64,7 +64,10 @@ def redis_server(processes: Processes) -> Redis:
 
 @pytest.fixture
 def platform(processes: Processes, redis_server: Redis) -> Platform:
-    return Platform(processes, broker_url=redis_server.url, mqtt_url=Mosquitto(processes).url)
+    platform = Platform(processes, broker_url=redis_server.url, mqtt_url=Mosquitto(processes).url)
+    # The sweeper's path: a stranded row stays stranded until the sweeper runs, no task takes it on.
+    platform.env["INBOX_ADOPTED"] = "0"
+    return platform
 
 
 @pytest.fixture

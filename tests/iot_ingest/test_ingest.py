@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from iot_ingest import protocol, services
+from iot_ingest import protocol, services, tasks
 from iot_ingest.models import Device, InboxMessage, Reading
 from ledger import merkle
 from ledger import services as ledger
@@ -153,6 +153,52 @@ def test_a_failing_row_becomes_a_dead_letter_after_repeated_attempts(logger: Dev
     row.refresh_from_db()
     assert (row.outcome, row.attempts) == ("dead", services.MAX_ATTEMPTS)
     assert "database went away" in row.detail
+
+
+def two_pending(logger: Device) -> list[InboxMessage]:
+    """Two messages in the inbox, not yet processed: the spec's vector (the older), and another."""
+    later = signed(43, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(1)}])
+    raws = [
+        services.RawMessage(VECTOR, "mqtt", "", VECTOR_RECEIVED),
+        services.RawMessage(later, "mqtt", "", VECTOR_RECEIVED),
+    ]
+    return services.inbox_receive(raws, enqueue=False)
+
+
+def test_a_task_takes_on_the_oldest_pending_rows_of_others(logger: Device) -> None:
+    older, mine = two_pending(logger)
+    assert services.messages_process([mine.pk]) == {"accepted": 2}
+    assert services.messages_process([older.pk]) == {}  # its own task finds it done
+
+
+def test_without_adoption_a_task_processes_its_own_rows_only(logger: Device, settings: Any) -> None:
+    settings.INBOX_ADOPTED = 0
+    older, mine = two_pending(logger)
+    assert services.messages_process([mine.pk]) == {"accepted": 1}
+    assert services.messages_process([older.pk]) == {"accepted": 1}
+
+
+def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
+    logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison, mine = two_pending(logger)
+    settle = services._settle
+
+    def fails_on_poison(row: InboxMessage, *args: Any) -> None:
+        if row.pk == poison.pk:
+            raise RuntimeError("cannot process this one")
+        settle(row, *args)
+
+    monkeypatch.setattr(services, "_settle", fails_on_poison)
+    tasks.process_messages.apply(args=[[mine.pk]])  # took the poison on, failed, then did its own alone
+    mine.refresh_from_db()
+    poison.refresh_from_db()
+    assert (mine.outcome, mine.attempts) == ("accepted", 0)
+    assert (poison.outcome, poison.attempts) == ("pending", 0)  # its own task counts its failures
+    tasks.process_messages.apply(args=[[poison.pk]])
+    poison.refresh_from_db()
+    assert (poison.outcome, poison.attempts) == ("dead", services.MAX_ATTEMPTS)
+    assert "cannot process this one" in poison.detail
 
 
 def test_the_sweeper_requeues_rows_left_pending(logger: Device, monkeypatch: pytest.MonkeyPatch) -> None:
