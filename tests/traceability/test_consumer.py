@@ -25,7 +25,6 @@ from rest_framework.test import APIClient
 
 from ledger import services as ledger
 from ledger.models import Entry
-from tests import factories
 from tests.conftest import Persona
 from tests.scenarios import log_temperatures as log
 from tests.scenarios import register_batch
@@ -41,19 +40,6 @@ ITEM_QUANTITY = 37
 
 
 # The world -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def product(manufacturer: Persona) -> Product:
-    return services.product_register(
-        actor=manufacturer.user,
-        gtin=factories.gtin(),
-        name="Morbivax measles vaccine",
-        dosage_form="suspension for injection",
-        strength="0.5 ml",
-        storage_profile="2-8C",
-        freeze_sensitive=True,
-    )
 
 
 @pytest.fixture

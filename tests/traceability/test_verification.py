@@ -20,7 +20,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from ledger import services as ledger
-from tests import factories
 from tests.conftest import Persona
 from tests.scenarios import register_batch
 from traceability import gs1, services
@@ -29,19 +28,6 @@ from traceability.models import Batch, Product, Recall, RecallItem, SerialNumber
 CORRELATION = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 BAD_GLN = "400999800001" + str((int(gs1.check_digit("400999800001")) + 1) % 10)  # the check digit is off by one
 BATCH_QUANTITY = 4321
-
-
-@pytest.fixture
-def product(manufacturer: Persona) -> Product:
-    return services.product_register(
-        actor=manufacturer.user,
-        gtin=factories.gtin(),
-        name="Morbivax measles vaccine",
-        dosage_form="suspension for injection",
-        strength="0.5 ml",
-        storage_profile="2-8C",
-        freeze_sensitive=True,
-    )
 
 
 @pytest.fixture
