@@ -59,7 +59,7 @@ from traceability.models import (
     SerialNumber,
     Shipment,
 )
-from traceability.services.recalls import serials_in_range
+from traceability.services.recalls import range_serials
 
 # Sources in the order they break ties at the same eventTime.
 COMMISSION, CUSTODY, REJECTION, LEDGER, PENDING, RECALL, DISPENSING = range(7)
@@ -295,8 +295,7 @@ def _custody(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
         site = event.site.gln if event.site else None
         common = {
             "quantityList": _quantities(shipment),
-            "readPoint": {"id": v.place(site)} if site else None,
-            "bizLocation": {"id": v.place(site)} if site else None,
+            **v.located(site),
         }
         if event.kind == CustodyEvent.Kind.DISPATCH:
             body = v.object_event(
@@ -345,8 +344,7 @@ def _rejections(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
                 biz_step="receiving",
                 disposition="non_conformant",
                 quantityList=_quantities(shipment),
-                readPoint={"id": v.place(site)},
-                bizLocation={"id": v.place(site)},
+                **v.located(site),
                 **_leg(shipment),
                 sensorElementList=sensors.get(shipment.pk),
             ),
@@ -428,8 +426,8 @@ def _recalls(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
             epcs: list[str] = []
             quantities = [{"epcClass": v.product_class(gtin, lot)}]
         else:
-            serials = serials_in_range(item.batch, item.serial_from, item.serial_to).order_by("serial")
-            epcs = [v.product_instance(gtin, serial) for serial in serials.values_list("serial", flat=True)]
+            serials = sorted(range_serials(item.batch, item.serial_from, item.serial_to).values())
+            epcs = [v.product_instance(gtin, serial) for serial in serials]
             quantities = [] if epcs else [{"epcClass": v.product_class(gtin, lot)}]
         yield (
             item.pk,
@@ -455,8 +453,7 @@ def _dispensings(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
                 biz_step="dispensing",
                 disposition="dispensed",
                 epcList=[v.product_instance(serial.batch.product.gtin, serial.serial)],
-                readPoint={"id": v.place(dispensing.site.gln)},
-                bizLocation={"id": v.place(dispensing.site.gln)},
+                **v.located(dispensing.site.gln),
             ),
         )
 

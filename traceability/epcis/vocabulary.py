@@ -52,6 +52,13 @@ def place(gln: str) -> str:
     return f"{ID_GS1}/414/{gln}"
 
 
+def located(gln: str | None) -> dict[str, Any]:
+    """An event's readPoint and bizLocation, both the site with that GLN (none without a site)."""
+    if gln is None:
+        return {}
+    return {"readPoint": {"id": place(gln)}, "bizLocation": {"id": place(gln)}}
+
+
 def party(gln: str) -> str:
     return f"{ID_GS1}/417/{gln}"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 from django import forms
 from django.contrib import messages
@@ -195,33 +196,30 @@ def recall_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def recall_acknowledge(request: HttpRequest, pk: int) -> HttpResponse:
-    recall = _recall(request, pk)
-    form = AcknowledgeForm(request.POST)
-    if form.is_valid():
-        try:
-            services.recall_acknowledge(actor=access.actor(request), recall=recall, **form.cleaned_data)
-        except ValidationError as error:
-            access.form_errors(form, error)
-        else:
-            messages.success(request, _("Acknowledgement recorded."))
-            return redirect("recall-detail", recall.pk)
-    return _detail(request, recall, acknowledge=form, status=400)
+    return _act(request, pk, AcknowledgeForm, services.recall_acknowledge, _("Acknowledgement recorded."))
 
 
 @require_POST
 @login_required
 def recall_close(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, CloseForm, services.recall_close, _("Recall closed."))
+
+
+def _act(
+    request: HttpRequest, pk: int, form_class: type[forms.Form], service: Callable[..., object], done: str
+) -> HttpResponse:
+    """The form posted to the recall's service: back to the recall page, or the page again with the reasons."""
     recall = _recall(request, pk)
-    form = CloseForm(request.POST)
+    form = form_class(request.POST)
     if form.is_valid():
         try:
-            services.recall_close(actor=access.actor(request), recall=recall, note=form.cleaned_data["note"])
+            service(actor=access.actor(request), recall=recall, **form.cleaned_data)
         except ValidationError as error:
             access.form_errors(form, error)
         else:
-            messages.success(request, _("Recall closed."))
+            messages.success(request, done)
             return redirect("recall-detail", recall.pk)
-    return _detail(request, recall, close=form, status=400)
+    return _detail(request, recall, posted=form, status=400)
 
 
 def _recall(request: HttpRequest, pk: int) -> Recall:
@@ -246,10 +244,10 @@ def _detail(
     request: HttpRequest,
     recall: Recall,
     *,
-    acknowledge: AcknowledgeForm | None = None,
-    close: CloseForm | None = None,
+    posted: forms.Form | None = None,
     status: int = 200,
 ) -> HttpResponse:
+    """The recall's page; ``posted``, a form sent back with its errors, takes the place of the empty one."""
     organisation = access.organisation(request)
     everyone = selectors.sees_progress(organisation, recall)
     notices = recall.notices.select_related("organisation", "acknowledged_by")
@@ -263,10 +261,14 @@ def _detail(
         "acknowledged": sum(notice.acknowledged_at is not None for notice in notices),
         "notice_count": len(notices),
         "flagged": recall.flagged.select_related("shipment__custodian", "shipment__consignee") if everyone else [],
-        "acknowledge": acknowledge or AcknowledgeForm() if writer and own and own.acknowledged_at is None else None,
-        "close": close or CloseForm() if writer and organisation.is_regulator else None,
+        "acknowledge": _form(posted, AcknowledgeForm) if writer and own and own.acknowledged_at is None else None,
+        "close": _form(posted, CloseForm) if writer and organisation.is_regulator else None,
     }
     return render(request, "recalls/detail.html", context, status=status)
+
+
+def _form(posted: forms.Form | None, form_class: type[forms.Form]) -> forms.Form:
+    return posted if isinstance(posted, form_class) else form_class()
 
 
 # A batch's trace ----------------------------------------------------------------------------

@@ -128,7 +128,8 @@ def recall_issue(
         RecallItem(recall=recall, batch=item.batch, serial_from=item.serial_from, serial_to=item.serial_to)
         for item in items
     )
-    _mark_recalled(items)
+    ranges = {i: range_serials(item.batch, item.serial_from, item.serial_to) for i, item in _ranged(items)}
+    _mark_recalled(items, ranges)
     RecallNotice.objects.bulk_create(
         RecallNotice(recall=recall, organisation=holder.organisation, units_expected=holder.units)
         for holder in scope.notified
@@ -136,7 +137,7 @@ def recall_issue(
     RecallShipment.objects.bulk_create(
         RecallShipment(recall=recall, shipment=shipment, units=units) for shipment, units in scope.shipments
     )
-    _record("recall.issued", _subject(recall), _public_facts(recall, items), [])
+    _record("recall.issued", _subject(recall), _public_facts(recall, items, ranges), [])
     audit.record("recall.issued", user=actor, organisation=initiator, recall=recall.reference, batches=batch_ids)
     transaction.on_commit(lambda: _notices_send(recall.pk))
     return recall
@@ -262,20 +263,19 @@ def _range_problems(index: int, item: RecallItemSpec) -> list[str]:
                 f"0999, not 100 to 999); name ranges of other lengths as items of their own."]  # fmt: skip
     if serial_order(item.serial_from) > serial_order(item.serial_to):
         return [f"item {index}: the range {item.serial_from} to {item.serial_to} is backwards."]
-    if not serials_in_range(item.batch, item.serial_from, item.serial_to).exists():
+    if not range_serials(item.batch, item.serial_from, item.serial_to):
         return [f"item {index}: batch {item.batch} has no serial from {item.serial_from} to {item.serial_to}."]
     return []
 
 
-def serials_in_range(batch: Batch, first: str, last: str) -> Any:
-    """The batch's serials of the length of ``first`` from ``first`` to ``last``, as a queryset.
+def range_serials(batch: Batch, first: str, last: str) -> dict[int, str]:
+    """The batch's serials of the length of ``first`` from ``first`` to ``last``, by primary key.
 
     Compared in Python, character by character: the database's collation
     might order letters otherwise.
     """
     candidates = SerialNumber.objects.annotate(length=Length("serial")).filter(batch=batch, length=len(first))
-    pks = [pk for pk, serial in candidates.values_list("pk", "serial") if first <= serial <= last]
-    return SerialNumber.objects.filter(pk__in=pks)
+    return {pk: serial for pk, serial in candidates.values_list("pk", "serial") if first <= serial <= last}
 
 
 def _choice_errors(**values: str) -> dict[str, str]:
@@ -303,7 +303,11 @@ def _text_errors(*, required: Sequence[str] = ("reason", "instructions", "note")
 # Effects ---------------------------------------------------------------------------------
 
 
-def _mark_recalled(items: Sequence[RecallItemSpec]) -> None:
+def _ranged(items: Sequence[RecallItemSpec]) -> list[tuple[int, RecallItemSpec]]:
+    return [(index, item) for index, item in enumerate(items) if not item.whole_batch]
+
+
+def _mark_recalled(items: Sequence[RecallItemSpec], ranges: dict[int, dict[int, str]]) -> None:
     """Whole batches and their active serials become recalled; so do a range's active and dispensed serials.
 
     A pack already dispensed from a whole recalled batch shows the batch's
@@ -311,15 +315,15 @@ def _mark_recalled(items: Sequence[RecallItemSpec]) -> None:
     """
     whole = [item.batch.pk for item in items if item.whole_batch]
     Batch.objects.filter(pk__in=whole).update(status=Batch.Status.RECALLED)
-    Serial = SerialNumber.Status
-    SerialNumber.objects.filter(batch__in=whole, status=Serial.ACTIVE).update(status=Serial.RECALLED)
     for item in items:
         if item.whole_batch:
             item.batch.status = Batch.Status.RECALLED
-        else:
-            serials_in_range(item.batch, item.serial_from, item.serial_to).filter(
-                status__in=[Serial.ACTIVE, Serial.DISPENSED]
-            ).update(status=Serial.RECALLED)
+    Serial = SerialNumber.Status
+    SerialNumber.objects.filter(batch__in=whole, status=Serial.ACTIVE).update(status=Serial.RECALLED)
+    ranged = [pk for serials in ranges.values() for pk in serials]
+    SerialNumber.objects.filter(pk__in=ranged, status__in=[Serial.ACTIVE, Serial.DISPENSED]).update(
+        status=Serial.RECALLED
+    )
 
 
 def _reference() -> str:
@@ -330,7 +334,7 @@ def _subject(recall: Recall) -> str:
     return f"recall:{recall.reference}"
 
 
-def _public_facts(recall: Recall, items: Sequence[RecallItemSpec]) -> dict[str, Any]:
+def _public_facts(recall: Recall, items: Sequence[RecallItemSpec], ranges: dict[int, dict[int, str]]) -> dict[str, Any]:
     """What the public ledger entry says: the recall, never who holds what."""
 
     def organisation(organisation: Organisation) -> dict[str, str]:
@@ -346,17 +350,20 @@ def _public_facts(recall: Recall, items: Sequence[RecallItemSpec]) -> dict[str, 
         "manufacturer": organisation(recall.manufacturer),
         "initiated_by": organisation(recall.initiated_by),
         "issued_at": _when(recall.issued_at),
-        "items": [{"gtin": item.batch.product.gtin, "lot": item.batch.lot} | _range_facts(item) for item in items],
+        "items": [
+            {"gtin": item.batch.product.gtin, "lot": item.batch.lot} | _range_facts(ranges.get(index))
+            for index, item in enumerate(items)
+        ],
     }
 
 
-def _range_facts(item: RecallItemSpec) -> dict[str, Any]:
+def _range_facts(serials: dict[int, str] | None) -> dict[str, Any]:
     """A range as the public may know it: how many serials, and the SHA-256 of them sorted and joined by
     newlines (as ``batch.registered`` gives a batch's), never the serials, which a counterfeiter would print."""
-    if item.whole_batch:
+    if serials is None:
         return {}
-    serials = sorted(serials_in_range(item.batch, item.serial_from, item.serial_to).values_list("serial", flat=True))
-    return {"serial_count": len(serials), "serials_sha256": hashlib.sha256("\n".join(serials).encode()).hexdigest()}
+    joined = "\n".join(sorted(serials.values()))
+    return {"serial_count": len(serials), "serials_sha256": hashlib.sha256(joined.encode()).hexdigest()}
 
 
 def _notices_send(recall_id: int) -> None:
