@@ -336,6 +336,10 @@ MQTT_URL = env.str("MQTT_URL", default="mqtt://127.0.0.1:1883")
 # of small tasks becomes a few large transactions (0: each task processes only its own messages).
 INBOX_ADOPTED = env.int("INBOX_ADOPTED", default=500)
 
+# Rendered consumer pages each web process keeps, least recently used dropped first (about 8 kB each);
+# 0 keeps none, and every scan renders its page.
+CONSUMER_PAGES_KEPT = env.int("CONSUMER_PAGES_KEPT", default=2048)
+
 # /metrics answers only "Authorization: Bearer <METRICS_KEY>"; with no key it does not exist (404).
 METRICS_KEY = _secret("METRICS_KEY", default="") or ""
 

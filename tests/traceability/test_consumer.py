@@ -29,7 +29,7 @@ from tests.conftest import Persona
 from tests.scenarios import log_temperatures as log
 from tests.scenarios import register_batch
 from traceability import gs1, services
-from traceability.consumer import verdict, words
+from traceability.consumer import cache, verdict, words
 from traceability.models import Batch, Product, Recall, RecallItem, SerialNumber, Shipment
 
 ROOT = Path(settings.BASE_DIR)
@@ -343,6 +343,22 @@ def test_a_quarantine_and_its_release_show_at_once(batch: Batch) -> None:
 
     Batch.objects.filter(pk=batch.pk).update(status=Batch.Status.ACTIVE)
     assert "Released for use" in section(page(path(batch))[1], "status")
+
+
+@pytest.mark.parametrize("kept", [0, 1])
+def test_each_process_keeps_at_most_consumer_pages_kept_pages_and_renders_the_rest(
+    batch: Batch, settings: Any, kept: int
+) -> None:
+    settings.CONSUMER_PAGES_KEPT = kept
+    cache.pages.clear()
+    serials = list(batch.serials.values_list("serial", flat=True)[:3])
+
+    for serial in serials * 2:
+        status, html, _ = page(path(batch, serial))
+        assert status == 200
+        assert f"<code>{serial}</code>" in html
+
+    assert len(cache.pages) == kept
 
 
 def test_an_expired_batch_is_a_visible_warning(batch: Batch) -> None:

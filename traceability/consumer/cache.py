@@ -11,8 +11,9 @@ the reads still run every time. (A leg in transit has lasted a little longer
 at every request; the views count its time to the minute, so its page is
 rendered once a minute.)
 
-Each process keeps its own entries (least recently used dropped first), so
-the cache needs no server and cannot disagree between processes.
+Each process keeps its own entries, ``CONSUMER_PAGES_KEPT`` of them at most
+(least recently used dropped first; 0 turns the cache off), so the cache
+needs no server and cannot disagree between processes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-ENTRIES = 2048  # about 8 kB a page: some 16 MB a process at most
+from django.conf import settings
 
 
 def key(*parts: Any) -> str:
@@ -35,10 +36,9 @@ def key(*parts: Any) -> str:
 
 
 class Rendered:
-    """A bounded, thread-safe map from key to rendered bytes."""
+    """A bounded, thread-safe map from key to rendered bytes, ``CONSUMER_PAGES_KEPT`` entries at most."""
 
-    def __init__(self, entries: int = ENTRIES) -> None:
-        self._entries = entries
+    def __init__(self) -> None:
         self._pages: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -50,11 +50,15 @@ class Rendered:
             return page
 
     def put(self, key: str, page: bytes) -> None:
+        kept = settings.CONSUMER_PAGES_KEPT
         with self._lock:
             self._pages[key] = page
             self._pages.move_to_end(key)
-            while len(self._pages) > self._entries:
+            while len(self._pages) > kept:
                 self._pages.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._pages)
 
     def clear(self) -> None:
         with self._lock:
