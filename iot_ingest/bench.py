@@ -65,6 +65,7 @@ PROBE_EVERY = 0.2  # seconds between contract-breaking messages during the paced
 PROBES = 300  # ... for at most a minute
 PROBE_CELSIUS = 26.0  # at or above a refrigerated contract's hard ceiling (25 °C): critical at once
 PROBE_ALERT = "rule:hard ceiling"
+STAGES = ("to the inbox", "queued for a worker", "processed and evaluated", "alert seen committed")
 POLL = 0.05  # seconds between looks at the inbox, the alerts and the queue
 TIMEOUT = 600.0  # seconds the load may take before the bench gives up
 LOG_TAIL = 2000  # characters of a failed process's log shown
@@ -92,6 +93,7 @@ class Result:
     readings_rate: float
     inbox_rate: float  # messages/s from the first publish until all are in the inbox
     latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed, at paced_rate
+    latency_stages_ms: dict[str, list[float]] = field(default_factory=dict)  # STAGES -> each probe's share
     paced_rate: float = 0.0  # messages/s
     peak_mib: dict[str, float] = field(default_factory=dict)  # role -> largest VmHWM
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time during the load
@@ -162,7 +164,7 @@ def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> 
         result = _drive(stack, load, [], rate=rate)
         result.paced_rate = result.readings_rate / PER_MESSAGE * PACED_SHARE
         steady = _drive(stack, messages[count:], probes, rate=result.paced_rate)
-        result.latencies_ms = steady.latencies_ms
+        result.latencies_ms, result.latency_stages_ms = steady.latencies_ms, steady.latency_stages_ms
         result.notes += steady.notes
         result.peak_mib = stack.peak_mib()
     result.notes += _shortfalls(len(messages) * PER_MESSAGE, probe_pairs)
@@ -518,6 +520,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         readings_rate=len(load) * PER_MESSAGE / (watch.done_at - start),
         inbox_rate=(len(load) + len(probes.published)) / (watch.inboxed_at - start),
         latencies_ms=probes.latencies_ms(),
+        latency_stages_ms=probes.stages(),
         cpu_seconds=cpu.used(),
     )
     result.notes += _missed(probes)
@@ -561,6 +564,32 @@ class _Probes:
 
     def latencies_ms(self) -> list[float]:
         return [(self.alerted[s] - t) * 1000 for s, t in self.published.items() if s in self.alerted]
+
+    def stages(self) -> dict[str, list[float]]:
+        """Where each alerted probe's latency went, in ms: publish to the inbox's receipt (Mosquitto, ingest),
+        receipt to processing (queue), processing to the alert raised (store, commit, evaluation), and raised
+        to seen committed (the evaluation's commit, the bench's polling)."""
+        topics = {message.topic: shipment for shipment, message in self.probes}
+        received = {
+            topics[topic]: (received_at.timestamp(), processed_at.timestamp() if processed_at else None)
+            for topic, received_at, processed_at in InboxMessage.objects.filter(topic__in=topics).values_list(
+                "topic", "received_at", "processed_at"
+            )
+        }
+        raised = dict(
+            Alert.objects.filter(key=PROBE_ALERT, shipment_id__in=self.alerted).values_list("shipment_id", "raised_at")
+        )
+        stages: dict[str, list[float]] = collections.defaultdict(list)
+        for shipment, published in self.published.items():
+            if shipment not in self.alerted or shipment not in received or shipment not in raised:
+                continue
+            inbox, processing = received[shipment]
+            if processing is None:
+                continue
+            marks = [published, inbox, processing, raised[shipment].timestamp(), self.alerted[shipment]]
+            for name, start, end in zip(STAGES, marks, marks[1:], strict=False):
+                stages[name].append((end - start) * 1000)
+        return dict(stages)
 
 
 class _Watch:

@@ -4,7 +4,8 @@ Each worker process keeps, for the shipments it evaluated lately, a resumable
 ``coldchain.Monitor``: an evaluation reads only the readings that arrived since
 the last one (a late reading, measured before the newest one already judged,
 makes it judge all of them again). Out-of-range readings are evaluated at
-once; calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``.
+once, by the worker that stored them; calm ones (``coldchain.calm``)
+together, within ``CALM_SECONDS``, by whichever worker takes the task.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = (
     urgent = set(urgent)
     _evaluation_queue(sorted(urgent), mark="evaluate-now", delay=0)
     _evaluation_queue(sorted(set(shipment_ids) - urgent), mark="evaluate", delay=CALM_SECONDS)
+
+
+def evaluation_after_processing(shipment_ids: Iterable[int], *, urgent: Iterable[int]) -> None:
+    """After a batch of readings committed: the ``urgent`` shipments evaluated here and now, so that their
+    alerts never wait behind queued work; the calm ones queued (``evaluation_request``).
+
+    An urgent evaluation that fails is queued instead (its task retries it),
+    and never undoes the committed readings.
+    """
+    urgent, failed = sorted(set(urgent)), []
+    for shipment_id in urgent:
+        try:
+            shipment_evaluate(shipment_id)
+        except Exception:
+            logger.warning("could not evaluate shipment %s at once; queued instead", shipment_id, exc_info=True)
+            failed.append(shipment_id)
+    evaluation_request((set(shipment_ids) - set(urgent)) | set(failed), urgent=failed)
 
 
 def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None:

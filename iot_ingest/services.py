@@ -196,7 +196,8 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
     behind fewer tasks.
 
     One transaction: outcomes, readings and devices' last-seen commit
-    together. Afterwards, the shipments that got readings are evaluated.
+    together. Afterwards, the shipments that got an out-of-range reading are
+    evaluated at once, here, and the others queued for evaluation.
     Returns the count of each outcome.
     """
     counts: dict[str, int] = defaultdict(int)
@@ -224,7 +225,7 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
         _readings_insert(batch.readings)
         _last_seen_save(batch.seen)
         urgent = evaluation.urgent_shipments(batch.touched)
-        transaction.on_commit(lambda: evaluation.evaluation_request(batch.touched, urgent=urgent))
+        transaction.on_commit(lambda: evaluation.evaluation_after_processing(batch.touched, urgent=urgent))
     return dict(counts)
 
 

@@ -310,6 +310,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fix-up closes every database connection before and after each task unless this is set:
+# a new PostgreSQL session (a forked backend, its caches cold) for every task. Set, it closes them only every
+# this many tasks; in between, traceability.celery closes them by Django's own rules (CONN_MAX_AGE, errors).
+CELERY_DB_REUSE_MAX = 100_000
 
 # The ledger (spec/ledger.md): its origin names the log and its key.
 LEDGER_ORIGIN = env.str("LEDGER_ORIGIN", default="ledger.coldtrace.local")

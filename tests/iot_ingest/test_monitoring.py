@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.utils import timezone
 
 from iot_ingest import evaluation, protocol, services, tasks
-from iot_ingest.models import Device
+from iot_ingest.models import Device, Reading
 from ledger import services as ledger
 from ledger.models import Entry, PendingEvent
 from tests.conftest import Persona
@@ -285,14 +285,16 @@ def _records(logger: Logger, temperatures: list[float]) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_reading_out_of_range_is_evaluated_at_once_and_calm_ones_together_within_seconds(
+def test_a_reading_out_of_range_is_evaluated_at_once_by_its_worker_and_calm_ones_together_within_seconds(
     manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
-
     queued: list[tuple[list[int], int | None]] = []
     monkeypatch.setattr(
         tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: queued.append((args[0], countdown))
     )
+    evaluated: list[int] = []
+    evaluate = evaluation.shipment_evaluate
+    monkeypatch.setattr(evaluation, "shipment_evaluate", lambda pk: evaluated.append(pk) or evaluate(pk))
     logger = Logger(manufacturer, shipment)
 
     def receive(temperatures: list[float]) -> None:
@@ -304,13 +306,35 @@ def test_a_reading_out_of_range_is_evaluated_at_once_and_calm_ones_together_with
 
     receive([5.0, 5.5])
     receive([6.0])  # already queued: taken by the same evaluation
-    assert queued == [([shipment.pk], evaluation.CALM_SECONDS)]
-    receive([5.0, 9.0])
-    assert queued[1:] == [([shipment.pk], None)]
+    assert (queued, evaluated) == ([([shipment.pk], evaluation.CALM_SECONDS)], [])
+    receive([5.0, 9.0])  # evaluated here, after the commit, not queued behind other work
+    assert (queued[1:], evaluated) == ([], [shipment.pk])
 
-    evaluation.shipment_evaluate(shipment.pk)  # the evaluation starts: readings after it need another
-    receive([5.0])
-    assert queued[2:] == [([shipment.pk], evaluation.CALM_SECONDS)]
+    receive([5.0])  # that evaluation has read every reading so far: a later one needs another
+    assert queued[1:] == [([shipment.pk], evaluation.CALM_SECONDS)]
+
+
+def test_an_urgent_evaluation_that_fails_is_queued_and_the_readings_stay_stored(
+    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    queued: list[tuple[list[int], int | None]] = []
+    monkeypatch.setattr(
+        tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: queued.append((args[0], countdown))
+    )
+
+    def broken(pk: int) -> list[Any]:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(evaluation, "shipment_evaluate", broken)
+    rows = services.inbox_receive(
+        [services.RawMessage(r, "mqtt") for r in Logger(manufacturer, shipment).messages([9.5])], enqueue=False
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = services.messages_process([row.pk for row in rows])
+
+    assert counts == {"accepted": 1}
+    assert queued == [([shipment.pk], None)]
+    assert Reading.objects.filter(shipment=shipment, value=9.5).count() == 1
 
 
 def test_an_evaluation_reads_only_the_readings_that_arrived_since_the_last_one(

@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
-from iot_ingest import mqtt
-from iot_ingest.models import Reading
+from iot_ingest import mqtt, services, tasks
+from iot_ingest.models import InboxMessage, Reading
 from tests.conftest import Persona
 from tests.iot_ingest.processes import (
     MESSAGES_PER_LOGGER,
@@ -37,6 +38,7 @@ from tests.iot_ingest.processes import (
     unique,
     wait_until,
 )
+from traceability.celery import app as celery_app
 from traceability.models import Alert, Excursion
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -67,6 +69,15 @@ def platform(processes: Processes) -> Iterator[Platform]:
     processes.close()
     with redis.Redis.from_url(broker, socket_timeout=5) as client:  # kombu's records of the test's queue
         client.delete(f"_kombu.binding.{platform.queue}", f"_kombu.binding_permanent.{platform.queue}")
+
+
+@pytest.fixture
+def through_redis() -> Iterator[None]:
+    """Tasks this test sends go to the broker, not run in the test's process."""
+    eager = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = False
+    yield
+    celery_app.conf.task_always_eager = eager
 
 
 def test_simulated_loggers_readings_alerts_and_ledger_entries_arrive_through_the_real_services(
@@ -117,4 +128,32 @@ def test_simulated_loggers_readings_alerts_and_ledger_entries_arrive_through_the
     assert facts["shipment.dispatched"] == 1
     assert_exactly_once(fleet, sent)
     assert ingest.stop() == 0, ingest.output()
+    assert worker.stop() == 0, worker.output()
+
+
+def test_a_worker_keeps_its_database_session_from_one_task_to_the_next(
+    platform: Platform, processes: Processes, through_redis: None
+) -> None:
+    """Celery's Django fix-up would open a new PostgreSQL session (a forked backend) for every task."""
+    worker = platform.worker()
+
+    def process_one() -> set[int]:
+        (row,) = services.inbox_receive([services.RawMessage(b"not a JWS", "http")], enqueue=False)
+        tasks.process_messages.apply_async(([row.pk],), queue=platform.queue)
+        wait_until(
+            "the message processed",
+            lambda: InboxMessage.objects.get(pk=row.pk).outcome == InboxMessage.Outcome.REJECTED,
+            processes=processes,
+            watch=[worker],
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return {pid for (pid,) in cursor.fetchall()}
+
+    sessions = process_one()
+    for _ in range(5):
+        assert process_one() == sessions
+    assert len(sessions) == 1
     assert worker.stop() == 0, worker.output()

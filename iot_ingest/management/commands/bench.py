@@ -360,6 +360,13 @@ class Command(BaseCommand):
                 Row("peak memory, worker process (largest)", result.peak_mib.get("worker", 0.0), "MiB"),
             ],
         )
+        stages = [
+            f"{stage} {bench.percentile(ms, 0.5):,.0f}/{bench.percentile(ms, 0.99):,.0f}"
+            for stage in bench.STAGES
+            if (ms := result.latency_stages_ms.get(stage))
+        ]
+        if stages:
+            self.stdout.write(f"  alert latency by stage, p50/p99 ms: {'; '.join(stages)}")
         used = sorted(result.cpu_seconds.items(), key=lambda item: -item[1])
         cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in used)
         self.stdout.write(f"  the load took {result.seconds:.1f} s on {os.cpu_count()} cores; CPU seconds: {cpu}")
