@@ -141,13 +141,22 @@ class Reading(models.Model):
     # The three keys every reading is stored with carry no database constraint: processing writes them
     # in the same transaction that read the device and its assignments and locked the message, and a
     # constraint costs a lookup per key per reading at commit, a third of PostgreSQL's time under load.
-    # Django still protects them (PROTECT); nothing deletes devices, shipments or inbox messages.
+    # Django still protects them (PROTECT); nothing deletes devices, shipments or inbox messages. Nor do
+    # shipment and message have an index of their own: those below start with them.
     id = models.BigAutoField(primary_key=True)
     device = models.ForeignKey(Device, on_delete=models.PROTECT, related_name="readings", db_constraint=False)
     shipment = models.ForeignKey(
-        Shipment, on_delete=models.PROTECT, null=True, blank=True, related_name="readings", db_constraint=False
+        Shipment,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="readings",
+        db_constraint=False,
+        db_index=False,
     )
-    message = models.ForeignKey(InboxMessage, on_delete=models.PROTECT, related_name="readings", db_constraint=False)
+    message = models.ForeignKey(
+        InboxMessage, on_delete=models.PROTECT, related_name="readings", db_constraint=False, db_index=False
+    )
     index = models.PositiveIntegerField(help_text=_("position of the record in its message"))
     kind = models.CharField(max_length=12, choices=Kind.choices)
     value = models.FloatField()
