@@ -285,13 +285,26 @@ def _records(logger: Logger, temperatures: list[float]) -> list[dict[str, Any]]:
     ]
 
 
-def test_a_reading_out_of_range_is_evaluated_at_once_by_its_worker_and_calm_ones_together_within_seconds(
-    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
-) -> None:
-    queued: list[tuple[list[int], int | None]] = []
+Queued = list[tuple[list[int], int | None]]
+
+
+@pytest.fixture
+def queued(monkeypatch: pytest.MonkeyPatch) -> Queued:
+    """The evaluation tasks queued, as (shipment ids, countdown), instead of sent."""
+    sent: Queued = []
     monkeypatch.setattr(
-        tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: queued.append((args[0], countdown))
+        tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: sent.append((args[0], countdown))
     )
+    return sent
+
+
+def test_a_reading_out_of_range_is_evaluated_at_once_by_its_worker_and_calm_ones_together_within_seconds(
+    manufacturer: Persona,
+    shipment: Shipment,
+    queued: Queued,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
     evaluated: list[int] = []
     evaluate = evaluation.shipment_evaluate
     monkeypatch.setattr(evaluation, "shipment_evaluate", lambda pk: evaluated.append(pk) or evaluate(pk))
@@ -315,13 +328,12 @@ def test_a_reading_out_of_range_is_evaluated_at_once_by_its_worker_and_calm_ones
 
 
 def test_an_urgent_evaluation_that_fails_is_queued_and_the_readings_stay_stored(
-    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+    manufacturer: Persona,
+    shipment: Shipment,
+    queued: Queued,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
-    queued: list[tuple[list[int], int | None]] = []
-    monkeypatch.setattr(
-        tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: queued.append((args[0], countdown))
-    )
-
     def broken(pk: int) -> list[Any]:
         raise RuntimeError("database went away")
 
