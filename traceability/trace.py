@@ -473,10 +473,21 @@ class Holder:
 
 
 @dataclass(frozen=True)
+class SerialRange:
+    """A recall item that names serials, not a whole batch: its batch, ends, and how many serials it covers."""
+
+    batch: Batch
+    first: str
+    last: str
+    serials: int
+
+
+@dataclass(frozen=True)
 class Scope:
     holders: tuple[Holder, ...]  # the manufacturer first, then by name
     shipments: tuple[tuple[Shipment, int], ...]  # planned or moving shipments carrying the batches, with units
     units: int  # units on hand anywhere or moving
+    ranges: tuple[SerialRange, ...] = ()  # a recall's serial ranges; holders and units are of whole batches
 
     @property
     def notified(self) -> tuple[Holder, ...]:

@@ -78,6 +78,31 @@ def test_the_preview_page_shows_the_scope_and_issues_nothing(
     assert not Recall.objects.exists()
 
 
+def test_the_preview_of_a_serial_range_counts_the_serials_it_covers(
+    batch: Batch, shipments: dict[str, Shipment], regulator: Persona, manufacturer: Persona
+) -> None:
+    first, _, last, _ = sorted(batch.serials.values_list("serial", flat=True))  # three of its four serials
+    fields = form(batch, batches=f"{batch.product.gtin} {batch.lot} {first} {last}")
+
+    page = text_of(signed_in(regulator).post(reverse("recall-new"), fields | {"preview": "1"}).content)
+    api = manufacturer.client().post(
+        reverse("api-recall-preview"),
+        {"items": [{"batch": batch.pk, "serial_from": first, "serial_to": last}], "depth": "consumer"},
+        format="json",
+    )
+
+    assert f"Serial ranges recalled Batch (lot) From To Serial numbers FLU24 {first} {last} 3" in page
+    assert "1000 units; 3 organisations will be told" in page  # holders of the whole batch
+    assert api.json()["ranges"] == [
+        {"batch": batch.pk, "lot": "FLU24", "serial_from": first, "serial_to": last, "serials": 3}
+    ]
+    whole = manufacturer.client().post(
+        reverse("api-recall-preview"), {"items": [{"batch": batch.pk}], "depth": "consumer"}, format="json"
+    )
+    assert whole.json()["ranges"] == []
+    assert not Recall.objects.exists()
+
+
 def test_issuing_from_the_page_needs_the_password(
     batch: Batch, shipments: dict[str, Shipment], regulator: Persona
 ) -> None:

@@ -97,10 +97,19 @@ class HolderOut(serializers.Serializer[Any]):
     notified = serializers.BooleanField()
 
 
+class SerialRangeOut(serializers.Serializer[Any]):
+    batch = serializers.IntegerField(source="batch.pk")
+    lot = serializers.CharField(source="batch.lot")
+    serial_from = serializers.CharField(source="first")
+    serial_to = serializers.CharField(source="last")
+    serials = serializers.IntegerField(help_text="serial numbers of the batch the range covers")
+
+
 class ScopeOut(serializers.Serializer[Any]):
     units = serializers.IntegerField()
     holders = HolderOut(many=True)
     shipments = serializers.SerializerMethodField()
+    ranges = SerialRangeOut(many=True, help_text="the serial ranges recalled; holders and units are of whole batches")
 
     def get_shipments(self, scope: trace.Scope) -> list[dict[str, Any]]:
         return [

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -67,7 +67,13 @@ def recall_preview(*, actor: User, items: Sequence[RecallItemSpec], depth: str) 
     errors = _item_errors(initiator, items) | _choice_errors(depth=depth)
     if errors:
         raise ValidationError(errors)
-    return trace.recall_scope([item.batch for item in items], depth=depth)
+    scope = trace.recall_scope([item.batch for item in items], depth=depth)
+    ranges = tuple(
+        trace.SerialRange(item.batch, item.serial_from, item.serial_to, len(serials))
+        for _, item in _ranged(items)
+        if (serials := range_serials(item.batch, item.serial_from, item.serial_to))
+    )
+    return replace(scope, ranges=ranges)
 
 
 @transaction.atomic
