@@ -18,6 +18,7 @@ from tests.browser_checks import RECORD_CSP_VIOLATIONS, assert_clean
 from tests.conftest import Persona
 from tests.factories import BatchFactory, ProductFactory
 from tests.traceability.test_logistics_pages import Logger, ship
+from traceability import services
 from traceability.models import Alert, Shipment
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -103,6 +104,32 @@ def test_a_carrier_sees_an_alert_arrive_handles_it_and_reads_the_shipment(
     expect(page.locator("#budget")).to_contain_text("remaining")
     expect(page.locator(".ledger")).to_contain_text("shipment.dispatched")
     page.screenshot(path=str(tmp_path / "shipment.png"), full_page=True)
+    assert_clean(page)
+
+
+def test_a_recall_marks_the_shipment_on_the_open_board(
+    page: Any, live_server: Any, watched: tuple[Shipment, Logger], manufacturer: Persona, tmp_path: Path
+) -> None:
+    shipment, _ = watched
+    sign_in(page, live_server.url, "carrier", "/logistics/")
+    row = page.locator(f'tr[data-shipment="{shipment.pk}"]')
+    expect(row).to_contain_text("Within range")
+    expect(row.locator(".recalled")).to_have_count(0)
+
+    page.evaluate("window.stillTheSamePage = true")
+    services.recall_issue(
+        actor=manufacturer.user,
+        password=PASSWORD,
+        items=[services.RecallItemSpec(item.batch) for item in shipment.items.all()],
+        classification="I",
+        depth="consumer",
+        reason="Particles seen in vials of this lot.",
+        instructions="Stop using it.",
+    )
+
+    expect(row.locator("th .recalled")).to_have_text("Recalled goods", timeout=5000)
+    assert page.evaluate("window.stillTheSamePage") is True  # board.js built the row
+    page.screenshot(path=str(tmp_path / "board-recalled.png"), full_page=True)
     assert_clean(page)
 
 

@@ -287,6 +287,8 @@ def test_the_board_json_says_what_the_page_shows(carrier: Persona, three: dict[s
         "id": three["breached"].pk,
         "reference": three["breached"].reference,
         "url": f"/logistics/shipments/{three['breached'].pk}/",
+        "recalled": False,
+        "recalled_text": "",
         "route": "Manufacturer site → Pharmacy site",
         "carrier": "Carrier",
         "temperature": 5.0,
@@ -311,6 +313,36 @@ def test_the_board_json_says_what_the_page_shows(carrier: Persona, three: dict[s
     for row, shown in zip(board["shipments"], page_rows, strict=True):
         for key in ("reference", "route", "carrier", "temperature_text", "age_text", "state_text", "alerts_text"):
             assert row[key] in shown
+
+
+def test_the_board_marks_a_shipment_carrying_recalled_goods(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, batch: Batch, shipment: Shipment
+) -> None:
+    other = BatchFactory(product=batch.product)
+    spared = ship(manufacturer, carrier, pharmacy, other)
+    services.recall_issue(
+        actor=manufacturer.user,
+        password="correct horse battery staple",  # the factories' password
+        items=[services.RecallItemSpec(batch)],
+        classification="II",
+        depth="consumer",
+        reason="Label misprint.",
+        instructions="Return.",
+    )
+    client = signed_in(carrier)
+
+    page = client.get("/logistics/").content.decode()
+    board = {row["reference"]: row for row in client.get("/logistics/board.json").json()["shipments"]}
+
+    flagged = re.search(rf'<tr data-shipment="{shipment.pk}">.*?</tr>', page, re.S)
+    assert flagged is not None
+    assert f'{shipment.reference}</a> <span class="recalled">Recalled goods</span></th>' in flagged.group(0)
+    assert (board[shipment.reference]["recalled"], board[shipment.reference]["recalled_text"]) == (
+        True,
+        "Recalled goods",
+    )
+    assert (board[spared.reference]["recalled"], board[spared.reference]["recalled_text"]) == (False, "")
+    assert page.count('class="recalled"') == 1
 
 
 def test_a_new_alert_shows_on_the_board_json_at_once(

@@ -38,7 +38,16 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST, require_safe
 
 from traceability import coldchain, selectors, services
-from traceability.models import Alert, Excursion, Membership, Organisation, Recall, Shipment, TemperatureContract
+from traceability.models import (
+    Alert,
+    Excursion,
+    Membership,
+    Organisation,
+    Recall,
+    RecallShipment,
+    Shipment,
+    TemperatureContract,
+)
 from traceability.pages import charts, shipment_ledger
 
 TEMPERATURE = "temperature"  # iot_ingest.models.Reading.Kind.TEMPERATURE
@@ -149,6 +158,7 @@ def board_shipments(organisation: Organisation) -> QuerySet[Shipment]:
             alert_rank=Subquery(ranked),
             breached=_breached(),
             excursion_open=_excursion_open(),
+            recalled=Exists(RecallShipment.objects.filter(shipment=OuterRef("pk"))),
         )
         .order_by(F("alert_rank").desc(nulls_last=True), "dispatched_at", "id")
     )
@@ -161,6 +171,8 @@ class BoardRow:
     id: int
     reference: str
     url: str
+    recalled: bool  # flagged by a recall: it carries recalled goods (its page says which recall)
+    recalled_text: str
     route: str
     carrier: str
     temperature: float | None
@@ -195,6 +207,8 @@ def _board_row(shipment: Any, now: datetime.datetime) -> BoardRow:
         id=shipment.pk,
         reference=shipment.reference,
         url=reverse("logistics-shipment", args=[shipment.pk]),
+        recalled=shipment.recalled,
+        recalled_text=_("Recalled goods") if shipment.recalled else "",
         route=f"{shipment.origin.name} → {shipment.destination.name}",
         carrier=shipment.carrier.name,
         temperature=celsius,

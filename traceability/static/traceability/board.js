@@ -24,7 +24,12 @@
     element(
       "tr",
       { "data-shipment": s.id },
-      element("th", { scope: "row" }, element("a", { href: s.url }, s.reference)),
+      element(
+        "th",
+        { scope: "row" },
+        element("a", { href: s.url }, s.reference),
+        ...(s.recalled ? [" ", element("span", { class: "recalled" }, s.recalled_text)] : []),
+      ),
       element("td", {}, s.route),
       element("td", {}, s.carrier),
       element("td", { class: s.temperature_out ? "temperature out" : "temperature" }, s.temperature_text),
