@@ -33,9 +33,12 @@ lint: $(STAMP)
 	DEBUG=1 $(BIN)/mypy .
 	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
 
-# Re-pin every dependency after editing pyproject.toml.
+# Re-pin every dependency after editing pyproject.toml: the development lock, then the production lock
+# (docker/Dockerfile) with the same versions and without the dev extra.
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --strip-extras --allow-unsafe -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe -c requirements.lock \
+		-o requirements-production.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var/celery

@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -112,11 +113,40 @@ def test_the_image_installs_the_lock_with_hashes_and_runs_as_a_user() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     stages = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1:]
     assert len(stages) >= 2, "a multi-stage build"
-    assert re.search(r"pip install --require-hashes .*-r \S*requirements\.lock", dockerfile)
+    assert re.search(r"pip install --require-hashes .*-r \S*requirements-production\.lock", dockerfile)
     assert "collectstatic" in stages[0]
     users = re.findall(r"^USER (\S+)", stages[-1], re.MULTILINE)
     assert users, "the runtime stage sets no USER"
     assert users[-1].split(":")[0] not in ("root", "0")
+
+
+def _pins(lock: str) -> dict[str, str]:
+    """A lock file's packages, each with its version and hashes as one string."""
+    text = (ROOT / lock).read_text()
+    return {
+        name.lower(): re.sub(r"\s+", " ", rest)
+        for name, rest in re.findall(r"^([A-Za-z0-9_.-]+)(==\S+(?:\s*\\\s*--hash=\S+)+)", text, re.MULTILINE)
+    }
+
+
+def test_the_production_lock_is_the_development_lock_without_the_development_tools() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    production, development = _pins("requirements-production.lock"), _pins("requirements.lock")
+    name = re.compile(r"^[A-Za-z0-9_.-]+")
+
+    assert production
+    assert {package: development.get(package) for package in production} == production  # same versions, hashes
+    for requirement in project["dependencies"]:
+        assert name.findall(requirement)[0].lower() in production, requirement
+    for tool in project["optional-dependencies"]["dev"]:
+        assert name.findall(tool)[0].lower() not in production, tool
+
+
+def test_the_build_context_leaves_out_secrets_and_local_state() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    # .env and docker/.env hold secrets; var/ the development keys and database; .venv and .git are not the app.
+    assert {".env", "docker/.env", "var", ".venv", ".git"} <= ignored
+    assert re.search(r"^COPY \. /app$", (DOCKER / "Dockerfile").read_text(), re.MULTILINE)
 
 
 def test_only_web_publishes_a_port_and_the_platform_waits_for_its_migrations() -> None:
