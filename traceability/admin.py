@@ -7,10 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from traceability import services
 from traceability.models import (
     Alert,
+    ApiToken,
     AuditEvent,
     Batch,
     CustodyEvent,
@@ -122,3 +125,26 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["username", "remote_addr", "request_id"]
     date_hierarchy = "at"
     list_select_related = ["organisation"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
+    """Who holds which API tokens, to revoke one: tokens are issued at sign-in, and only their digests are kept."""
+
+    list_display = ["prefix", "user", "created_at", "last_used_at"]
+    search_fields = ["prefix", "user__username"]
+    list_select_related = ["user"]
+    fields = ["prefix", "user", "created_at", "last_used_at"]  # never the digest
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def delete_model(self, request: HttpRequest, obj: ApiToken) -> None:
+        services.api_token_revoke(actor=request.user, token=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        for token in queryset.select_related("user"):
+            services.api_token_revoke(actor=request.user, token=token)

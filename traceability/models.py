@@ -7,6 +7,7 @@ Invariants live in database constraints first; rules that span rows live in
 from __future__ import annotations
 
 import datetime
+import hashlib
 
 from django.conf import settings
 from django.db import models
@@ -714,6 +715,7 @@ class AuditKind(models.TextChoices):
     KEY_ROTATED = "ledger.key_rotated", _("Ledger key rotated")
     LEDGER_EXPORTED = "ledger.exported", _("Ledger exported")
     EPCIS_QUERIED = "epcis.queried", _("EPCIS events queried")
+    TOKEN_REVOKED = "token.revoked", _("API token revoked")
 
 
 class AuditEvent(models.Model):
@@ -765,3 +767,50 @@ class Dispensing(models.Model):
 
     def __str__(self) -> str:
         return f"{self.serial_id} at {self.site_id}"
+
+
+# API tokens ----------------------------------------------------------------------------
+
+
+class ApiToken(models.Model):
+    """A key for ``Authorization: Token <key>``, kept as its SHA-256 digest: the key itself is shown once, when issued.
+
+    Issued and revoked through ``traceability.services``; a user holds one per client. ``prefix`` (the key's
+    first characters) tells tokens apart on screen without being enough to use one.
+    """
+
+    LAST_USED_EVERY = datetime.timedelta(minutes=1)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    digest = models.CharField(max_length=64, unique=True, editable=False, help_text=_("SHA-256 of the key, in hex"))
+    prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(digest__regex=r"\A[0-9a-f]{64}\Z"), name="apitoken_digest_sha256_hex"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}…"
+
+    @staticmethod
+    def digest_of(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def mark_used(self) -> None:
+        """Records that the token was just used, at most once every ``LAST_USED_EVERY``.
+
+        Most requests write nothing: the row already read says the token was used lately. Otherwise one
+        conditional UPDATE, which concurrent requests cannot repeat within the interval.
+        """
+        now = timezone.now()
+        stale = now - self.LAST_USED_EVERY
+        if self.last_used_at is not None and self.last_used_at > stale:
+            return
+        ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lte=stale), pk=self.pk).update(
+            last_used_at=now
+        )
+        self.last_used_at = now

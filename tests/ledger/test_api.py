@@ -25,13 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.urls import reverse
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 from rest_framework.test import APIClient
 
 from ledger import merkle, note, services
 from ledger.models import Checkpoint, Entry
 from tests.conftest import Persona
+from traceability.services import api_token_issue
 
 CHECKPOINT = reverse("ledger-checkpoint")
 KEYS = reverse("ledger-keys")
@@ -308,7 +308,7 @@ def test_anonymous_reads_public_entries_but_not_private_ones(shipment_entry: int
 def test_a_token_signed_in_party_reads_its_entry(shipment_entry: int, carrier: Persona) -> None:
     """Token authentication, the way API clients sign in, counts as much as a session."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=carrier.user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=carrier.user).key}")
 
     assert client.get(entry_url(shipment_entry)).status_code == 200
 

@@ -25,7 +25,6 @@ from django.core.cache import cache
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from iot_ingest import evaluation, protocol
@@ -36,7 +35,7 @@ from ledger.models import Entry
 from tests import factories
 from tests.conftest import Persona
 from traceability import services
-from traceability.models import Alert, Batch, Membership, Product, Recall, Shipment, Site
+from traceability.models import Alert, ApiToken, Batch, Membership, Product, Recall, Shipment, Site
 
 PASSWORD = "correct horse battery staple"  # the factories' password
 SIGNED_IN = ("manufacturer", "competitor", "carrier", "carrier2", "pharmacy", "regulator")
@@ -131,8 +130,9 @@ TABLE: dict[str, dict[str, Cells]] = {
     # world is staff, so every method sends every persona to the admin login.
     "admin/": {method: everyone(302) for method in METHODS},
     # Identity. The token endpoint takes no authentication: the manufacturer's
-    # credentials in the body earn a token whoever sends them.
-    "api-token": anyone(POST=everyone(200)),
+    # credentials in the body earn a token whoever sends them. DELETE revokes
+    # the token it is sent with, and a session is no token: 401 for all.
+    "api-token": anyone(POST=everyone(200), DELETE=everyone(401)),
     "api-me": members_only(GET=members(200)),
     # The directory: every member reads every organisation and site.
     "api-organisation-list": members_only(GET=members(200)),
@@ -642,14 +642,14 @@ def test_the_token_endpoint_issues_a_token_that_signs_requests_in(world: World) 
     response = client.post(reverse("api-token"), {"username": "pharmacy", "password": PASSWORD}, format="json")
     assert response.status_code == 200
     key = response.json()["token"]
-    assert Token.objects.get(key=key).user == world["pharmacy"].user
+    assert ApiToken.objects.get(digest=ApiToken.digest_of(key)).user == world["pharmacy"].user
 
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get(reverse("api-me")).json()["username"] == "pharmacy"
     assert client.get(reverse("api-shipment-detail", args=[world.in_transit.pk])).status_code == 200
     assert client.get(reverse("api-product-detail", args=[world.competitor_product.pk])).status_code == 404
 
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key[:-1]}x")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key[:-1]}{'y' if key.endswith('x') else 'x'}")
     assert client.get(reverse("api-me")).status_code == 401
 
 
@@ -657,7 +657,7 @@ def test_the_token_endpoint_refuses_a_wrong_password(world: World) -> None:
     response = APIClient().post(reverse("api-token"), {"username": "pharmacy", "password": "wrong"}, format="json")
     assert response.status_code == 400
     assert response.json() == {"non_field_errors": ["Unable to sign in with these credentials."]}
-    assert not Token.objects.exists()
+    assert not ApiToken.objects.exists()
 
 
 def test_me_says_who_i_am_and_for_whom_i_work(world: World) -> None:

@@ -76,7 +76,7 @@ ENDPOINTS = {
         fields={"username": "text", "password": "secret"},
         required=("username", "password"),
         status=200,
-        writes={"authtoken.Token": 1},
+        writes={"traceability.ApiToken": 1},
     ),
     "sites": Endpoint(
         who="admin",

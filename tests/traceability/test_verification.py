@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 import time_machine
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from ledger import services as ledger
@@ -138,7 +137,7 @@ def test_every_request_is_kept_with_who_asked_and_the_answer_given(batch: Batch,
 
 def test_a_signed_in_requester_is_recorded_beside_its_gln(batch: Batch, pharmacy: Persona) -> None:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=pharmacy.user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {services.api_token_issue(user=pharmacy.user).key}")
 
     assert ask_for(batch, serials_of(batch)[0], pharmacy, client=client).status_code == 200
 

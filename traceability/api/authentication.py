@@ -3,20 +3,27 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import authentication, exceptions
-from rest_framework.authtoken.models import Token
+
+from traceability.models import ApiToken
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
-    """DRF's token authentication, loading the user's membership and organisation in the same query.
+    """``Authorization: Token <key>``, the key looked up by its SHA-256 digest (``ApiToken``).
 
-    Every API view needs the caller's organisation; this saves two queries per request.
+    Loads the user's membership and organisation in the same query: every API view needs the caller's
+    organisation. Records when the token was last used, at most once a minute (``ApiToken.mark_used``).
     """
 
-    def authenticate_credentials(self, key: str) -> tuple[Any, Token]:
+    model = ApiToken
+
+    def authenticate_credentials(self, key: str) -> tuple[Any, ApiToken]:
         try:
-            token = Token.objects.select_related("user__membership__organisation").get(key=key)
-        except Token.DoesNotExist:
+            token = ApiToken.objects.select_related("user__membership__organisation").get(
+                digest=ApiToken.digest_of(key)
+            )
+        except ApiToken.DoesNotExist:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        token.mark_used()
         return token.user, token

@@ -246,7 +246,11 @@ class TokenIn(serializers.Serializer[Any]):
 
 
 class TokenOut(serializers.Serializer[Any]):
-    token = serializers.CharField()
+    """A token just issued: its key is shown this once and cannot be shown again."""
+
+    token = serializers.CharField(source="key", help_text="the key, for `Authorization: Token <key>`")
+    prefix = serializers.CharField(source="token.prefix", help_text="the key's first 8 characters, to tell it apart")
+    created_at = serializers.DateTimeField(source="token.created_at")
 
 
 class SiteIn(serializers.Serializer[Any]):

@@ -11,9 +11,9 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.authtoken.models import Token
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import ValidationError
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
@@ -23,8 +23,10 @@ from rest_framework.views import APIView
 from traceability import audit, gs1, qr, selectors, services
 from traceability.api import filters
 from traceability.api import serializers as s
+from traceability.api.authentication import TokenAuthentication
 from traceability.models import (
     Alert,
+    ApiToken,
     Batch,
     CustodyEvent,
     Excursion,
@@ -84,20 +86,45 @@ def _actor(request: Request) -> User:
 
 
 class TokenView(APIView):
-    permission_classes = [AllowAny]
-    authentication_classes: list[Any] = []
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
 
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        # DELETE names the token to revoke by presenting it: the token alone, not a session. POST takes no
+        # credentials but the body's, so a stale token in a client's headers does not stop it signing in again.
+        if self._method() == "DELETE":
+            return [TokenAuthentication()]
+        return []
+
+    def get_permissions(self) -> list[BasePermission]:
+        return [IsAuthenticated()] if self._method() == "DELETE" else [AllowAny()]
+
+    def _method(self) -> str | None:
+        # None while drf-spectacular builds the view for the schema, before it gives it a request.
+        request = getattr(self, "request", None)
+        return request.method if request is not None else None
+
     @extend_schema(request=s.TokenIn, responses={200: s.TokenOut, 400: ERRORS[400]}, auth=[])
     def post(self, request: Request) -> Response:
+        """Signs in: issues a new token on every call, one per client. The key is in this answer only."""
         data = _valid(s.TokenIn, request)
         user = authenticate(request, username=data["username"], password=data["password"])
         if user is None or not user.is_active:
             raise ValidationError({"non_field_errors": ["Unable to sign in with these credentials."]})
         audit.record("signin.succeeded", user=user, request=request, path=request.path)
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        return Response(s.TokenOut(services.api_token_issue(user=user)).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: OpenApiResponse(description="The token is revoked: its key is refused from now on."),
+            401: ERRORS[401],
+        },
+    )
+    def delete(self, request: Request) -> Response:
+        """Revokes the token this request is sent with (``Authorization: Token <key>``); your other tokens remain."""
+        services.api_token_revoke(actor=_actor(request), token=cast(ApiToken, request.auth))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeView(APIView):

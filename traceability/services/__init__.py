@@ -11,6 +11,7 @@ its own transaction.
 from __future__ import annotations
 
 from traceability.services._common import actor_organisation
+from traceability.services.api_tokens import IssuedToken, api_token_issue, api_token_revoke
 from traceability.services.batch_status import batch_quarantine, batch_release
 from traceability.services.catalogue import batch_register, product_register, site_create
 from traceability.services.dispensing import units_dispense
@@ -25,11 +26,14 @@ from traceability.services.shipments import (
 )
 
 __all__ = [
+    "IssuedToken",
     "ItemSpec",
     "RecallItemSpec",
     "actor_organisation",
     "alert_acknowledge",
     "alert_resolve",
+    "api_token_issue",
+    "api_token_revoke",
     "batch_quarantine",
     "batch_register",
     "batch_release",

@@ -27,11 +27,11 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import override_settings, setup_databases, teardown_databases
-from rest_framework.authtoken.models import Token
 
 from ledger import merkle, services, verify
 from ledger.models import PendingEvent, TreeNode
 from ledger.selectors import live_ledger
+from traceability.services import api_token_issue
 
 LEVEL_SHIFT = 40
 SECTIONS = ["web", "ledger", "proofs", "coldchain", "pages", "trace"]
@@ -128,7 +128,7 @@ class Command(BaseCommand):
 
     def web(self, seconds: float) -> list[Row]:
         regulator = User.objects.get(username="regulator")
-        client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=regulator)[0].key}")
+        client = Client(HTTP_AUTHORIZATION=f"Token {api_token_issue(user=regulator).key}")
         anonymous = Client()
 
         def get(url: str, who: Client = client) -> Callable[[], None]:
