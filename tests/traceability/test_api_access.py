@@ -88,6 +88,10 @@ TABLE: dict[str, dict[str, Cells]] = {
     "logistics-alert-acknowledge": anyone(POST=members(302, regulator=403, anonymous=302, **OUTSIDERS)),
     "logistics-alert-resolve": anyone(POST=members(400, regulator=403, anonymous=302, **OUTSIDERS)),
     "logistics-shipment": anyone(GET=members(200, anonymous=302, **OUTSIDERS)),
+    # The dispensing page is a pharmacy's alone; a JSON body is an empty form to it (400).
+    "logistics-dispense": anyone(
+        GET=members(404, pharmacy=200, anonymous=302), POST=members(404, pharmacy=400, anonymous=302)
+    ),
     # The manufacturer's pages (traceability/pages/manufacturer.py): for members of a manufacturer, about
     # its own products and batches (the competitor has its own lists, without ours); a regulator reads the
     # batch page too; anyone else is told nothing exists, and anonymous visitors are sent to sign in. The
@@ -350,6 +354,7 @@ def paths(world: World) -> dict[str, str]:
         "logistics-alert-acknowledge": reverse("logistics-alert-acknowledge", args=[alert.pk]),
         "logistics-alert-resolve": reverse("logistics-alert-resolve", args=[alert.pk]),
         "logistics-shipment": reverse("logistics-shipment", args=[world.in_transit.pk]),
+        "logistics-dispense": reverse("logistics-dispense"),
         "manufacturer-products": reverse("manufacturer-products"),
         "manufacturer-batches": reverse("manufacturer-batches"),
         "manufacturer-batch-new": reverse("manufacturer-batch-new"),

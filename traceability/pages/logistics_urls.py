@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from traceability.pages import logistics
+from traceability.pages import dispensing, logistics
 
 urlpatterns: list[URLPattern] = [
     path("", logistics.board, name="logistics-board"),
@@ -13,4 +13,5 @@ urlpatterns: list[URLPattern] = [
     path("alerts/<int:pk>/acknowledge", logistics.alert_acknowledge, name="logistics-alert-acknowledge"),
     path("alerts/<int:pk>/resolve", logistics.alert_resolve, name="logistics-alert-resolve"),
     path("shipments/<int:pk>/", logistics.shipment_page, name="logistics-shipment"),
+    path("dispense/", dispensing.dispense, name="logistics-dispense"),
 ]
