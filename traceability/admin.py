@@ -131,10 +131,10 @@ class AuditEventAdmin(ReadOnlyAdmin):
 class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     """Who holds which API tokens, to revoke one: tokens are issued at sign-in, and only their digests are kept."""
 
-    list_display = ["prefix", "user", "created_at", "last_used_at"]
+    list_display = ["prefix", "user", "created_at", "last_used_at", "expires_at"]
     search_fields = ["prefix", "user__username"]
     list_select_related = ["user"]
-    fields = ["prefix", "user", "created_at", "last_used_at"]  # never the digest
+    fields = ["prefix", "user", "created_at", "last_used_at", "expires_at"]  # never the digest
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

@@ -786,6 +786,8 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Fixed when issued (API_TOKEN_DAYS then), as its holder was told; null: it never expires.
+    expires_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -799,6 +801,12 @@ class ApiToken(models.Model):
     @staticmethod
     def digest_of(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
+
+    @staticmethod
+    def expiry_from(now: datetime.datetime) -> datetime.datetime | None:
+        """When a token issued ``now`` stops working: ``API_TOKEN_DAYS`` later, or never (0)."""
+        days = int(settings.API_TOKEN_DAYS)
+        return now + datetime.timedelta(days=days) if days > 0 else None
 
     def mark_used(self) -> None:
         """Records that the token was just used, at most once every ``LAST_USED_EVERY``.

@@ -156,6 +156,8 @@ LOGIN_URL = "login"
 LOGIN_FAILURES_PER_ACCOUNT = env.int("LOGIN_FAILURES_PER_ACCOUNT", default=5)
 LOGIN_FAILURES_PER_ADDRESS = env.int("LOGIN_FAILURES_PER_ADDRESS", default=20)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=900)
+# An API token works for this many days after it was issued, then its client signs in again (0: no expiry).
+API_TOKEN_DAYS = env.int("API_TOKEN_DAYS", default=90)
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 

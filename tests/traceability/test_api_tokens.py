@@ -18,6 +18,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests import factories
@@ -55,7 +56,7 @@ def test_a_sign_in_answers_the_key_once_and_the_database_keeps_only_its_digest(p
     answer = sign_in()
     key = answer["token"]
 
-    assert set(answer) == {"token", "prefix", "created_at"}
+    assert set(answer) == {"token", "prefix", "created_at", "expires_at"}
     assert len(key) >= 43  # secrets.token_urlsafe(32): 256 random bits
     assert answer["prefix"] == key[:8]
     token = ApiToken.objects.get()
@@ -68,6 +69,30 @@ def test_a_sign_in_answers_the_key_once_and_the_database_keeps_only_its_digest(p
         audit_rows = cursor.fetchall()
     stored = " ".join(str(value) for value in [*row, *(value for rows in audit_rows for value in rows)])
     assert key[8:] not in stored  # no more of the key than its prefix, in any column
+
+
+def test_a_token_expires_api_token_days_after_it_was_issued(pharmacy: Persona, settings: Any) -> None:
+    settings.API_TOKEN_DAYS = 30
+    with time_machine.travel(NOW, tick=False):
+        answer = sign_in()
+    issued = datetime.datetime.fromisoformat(answer["created_at"])
+    assert datetime.datetime.fromisoformat(answer["expires_at"]) == issued + datetime.timedelta(days=30)
+
+    with time_machine.travel(NOW + datetime.timedelta(days=30, seconds=-1), tick=False):
+        assert who_am_i(answer["token"]) == 200
+    with time_machine.travel(NOW + datetime.timedelta(days=30), tick=False):
+        refused = bearer(answer["token"]).get(ME)
+        assert refused.status_code == 401
+        assert refused.json() == {"detail": "Token expired: sign in again for a new one."}
+        assert who_am_i(sign_in()["token"]) == 200  # a new sign-in, a new token
+
+    settings.API_TOKEN_DAYS = 0  # no expiry, for the tokens issued from now on
+    with time_machine.travel(NOW, tick=False):
+        lasting = sign_in()
+    assert lasting["expires_at"] is None
+    with time_machine.travel(NOW + datetime.timedelta(days=3650), tick=False):
+        assert who_am_i(lasting["token"]) == 200
+        assert who_am_i(answer["token"]) == 401  # its expiry was fixed when it was issued
 
 
 def test_two_sign_ins_give_two_different_tokens_that_both_work(pharmacy: Persona) -> None:
@@ -252,6 +277,8 @@ def test_the_migration_copies_drf_tokens_so_their_keys_keep_working(before_hashe
     assert "authtoken_token" not in connection.introspection.table_names()
     token = ApiToken.objects.get()
     assert (token.user, token.prefix, token.created_at) == (user, DRF_KEY[:8], DRF_CREATED)
+    assert token.expires_at is not None
+    assert token.expires_at - timezone.now() > datetime.timedelta(days=89)  # a full API_TOKEN_DAYS from the upgrade
     assert token.digest == hashlib.sha256(DRF_KEY.encode()).hexdigest()
     response = bearer(DRF_KEY).get(ME)
     assert response.status_code == 200

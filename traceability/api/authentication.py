@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from traceability.models import ApiToken
@@ -25,5 +26,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        if token.expires_at is not None and timezone.now() >= token.expires_at:
+            raise exceptions.AuthenticationFailed("Token expired: sign in again for a new one.")
         token.mark_used()
         return token.user, token

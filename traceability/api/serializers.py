@@ -251,6 +251,9 @@ class TokenOut(serializers.Serializer[Any]):
     token = serializers.CharField(source="key", help_text="the key, for `Authorization: Token <key>`")
     prefix = serializers.CharField(source="token.prefix", help_text="the key's first 8 characters, to tell it apart")
     created_at = serializers.DateTimeField(source="token.created_at")
+    expires_at = serializers.DateTimeField(
+        source="token.expires_at", allow_null=True, help_text="when it stops working (API_TOKEN_DAYS); null: never"
+    )
 
 
 class SiteIn(serializers.Serializer[Any]):

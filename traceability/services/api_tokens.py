@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import transaction
+from django.utils import timezone
 
 from traceability import audit
 from traceability.models import ApiToken, AuditEvent
@@ -24,11 +25,14 @@ class IssuedToken:
 def api_token_issue(*, user: User) -> IssuedToken:
     """Issues a new token to ``user`` and returns it with its key (``secrets.token_urlsafe(32)``, 43 characters).
 
-    Stores the key's SHA-256 digest and its first 8 characters, never the key: it cannot be shown again. The
+    Stores the key's SHA-256 digest and its first 8 characters, never the key: it cannot be shown again. It
+    works until ``API_TOKEN_DAYS`` from now (fixed now: a later change of the setting leaves it be). The
     user's other tokens keep working. Whoever calls this has checked the user's credentials.
     """
-    key = secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(user=user, digest=ApiToken.digest_of(key), prefix=key[:8])
+    key, now = secrets.token_urlsafe(32), timezone.now()
+    token = ApiToken.objects.create(
+        user=user, digest=ApiToken.digest_of(key), prefix=key[:8], created_at=now, expires_at=ApiToken.expiry_from(now)
+    )
     return IssuedToken(token=token, key=key)
 
 
