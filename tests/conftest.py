@@ -12,7 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
@@ -152,6 +152,13 @@ def require_services() -> bool:
     return os.environ.get("COLDTRACE_REQUIRE_SERVICES") == "1"
 
 
+def unavailable(message: str) -> NoReturn:
+    """A service the test needs is missing: a failure in CI (``require_services``), a skip elsewhere."""
+    if require_services():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 # Browser: Playwright driving Debian's Chromium (never a downloaded browser).
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Flags for a closed network: no background connections, no sandbox as root in CI.
@@ -170,10 +177,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     if not shutil.which(CHROMIUM):
-        message = f"Chromium not found at {CHROMIUM}: apt-get install chromium"
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"Chromium not found at {CHROMIUM}: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop in this thread; the ORM calls the

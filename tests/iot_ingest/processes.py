@@ -43,7 +43,7 @@ from iot_ingest import services, simulator
 from iot_ingest.models import Device, InboxMessage, Reading
 from ledger import keys
 from ledger.models import Entry
-from tests.conftest import Persona, require_services
+from tests.conftest import Persona, unavailable
 from tests.factories import BatchFactory, ProductFactory
 from traceability import services as traceability
 from traceability.models import Alert, Excursion, Shipment
@@ -53,13 +53,6 @@ DEADLINE = 60.0  # seconds any one wait may take; a healthy run needs a few
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")  # Debian installs mosquitto here, outside a user's PATH
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
-
-
-def unavailable(message: str) -> None:
-    """Fails in CI (COLDTRACE_REQUIRE_SERVICES=1), skips elsewhere."""
-    if require_services():
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def unique(prefix: str) -> str:

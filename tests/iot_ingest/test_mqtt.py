@@ -34,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from iot_ingest import mqtt, protocol, services
 from iot_ingest.models import InboxMessage
 from iot_ingest.services import RawMessage
-from tests.conftest import require_services
+from tests.conftest import unavailable
 from tests.factories import OrganisationFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -281,12 +281,6 @@ def test_processes_on_one_machine_get_stable_client_ids_of_their_own(tmp_path: P
 # The real path: Mosquitto -------------------------------------------------------------
 
 
-def _unavailable(message: str) -> None:
-    if require_services():
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _reachable(address: mqtt.BrokerAddress) -> bool:
     try:
         socket.create_connection((address.host, address.port), timeout=2).close()
@@ -299,7 +293,7 @@ def _reachable(address: mqtt.BrokerAddress) -> bool:
 def broker_url() -> str:
     url = os.environ.get("MQTT_URL", settings.MQTT_URL)
     if not _reachable(mqtt.broker_address(url)):
-        _unavailable(f"no MQTT broker at {url}: start Mosquitto or set MQTT_URL")
+        unavailable(f"no MQTT broker at {url}: start Mosquitto or set MQTT_URL")
     return url
 
 
@@ -454,7 +448,7 @@ class Ingest:
     def __init__(self, url: str, topics: list[str], client_id: str, group: str, *extra: str) -> None:
         database = _database_url()
         if not database:
-            _unavailable("the ingest process needs a database it can share: set DATABASE_URL to PostgreSQL")
+            unavailable("the ingest process needs a database it can share: set DATABASE_URL to PostgreSQL")
         command = [sys.executable, "manage.py", "ingest_mqtt", "--url", url, "--client-id", client_id]
         command += ["--group", group, "--session-expiry", "300", "--no-enqueue", *extra]
         for topic in topics:

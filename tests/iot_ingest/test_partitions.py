@@ -23,7 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from iot_ingest import partitions, protocol, services, tasks
 from iot_ingest.models import InboxMessage, Reading
 from ledger import merkle
-from tests.conftest import Persona, require_services
+from tests.conftest import Persona, unavailable
 from tests.factories import ProductFactory
 from tests.scenarios import register_batch, ship
 from traceability.models import Shipment
@@ -40,10 +40,7 @@ MONTHS = [f"{TABLE}_y2026m{month:02d}" for month in range(3, 9)]  # March's read
 @pytest.fixture(autouse=True)
 def _postgresql() -> None:
     if connection.vendor != "postgresql":
-        message = "partitioning is PostgreSQL's: set DATABASE_URL to PostgreSQL"
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("partitioning is PostgreSQL's: set DATABASE_URL to PostgreSQL")
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 
 from ledger import services
 from ledger.models import Entry
-from tests.conftest import require_services
+from tests.conftest import require_services, unavailable
 from traceability.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,10 +33,7 @@ def _database_url() -> str:
 def worker(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     url = _database_url()
     if not url:
-        message = "a worker process needs a database it can share: set DATABASE_URL to PostgreSQL"
-        if require_services():
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("a worker process needs a database it can share: set DATABASE_URL to PostgreSQL")
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if require_services():
         assert broker.startswith("redis://"), "CI runs the worker against Redis (CELERY_BROKER_URL)"

@@ -68,12 +68,11 @@ def recall_preview(*, actor: User, items: Sequence[RecallItemSpec], depth: str) 
     if errors:
         raise ValidationError(errors)
     scope = trace.recall_scope([item.batch for item in items], depth=depth)
-    ranges = tuple(
-        trace.SerialRange(item.batch, item.serial_from, item.serial_to, len(serials))
-        for _, item in _ranged(items)
-        if (serials := range_serials(item.batch, item.serial_from, item.serial_to))
-    )
-    return replace(scope, ranges=ranges)
+    ranges = []
+    for _, item in _ranged(items):
+        serials = range_serials(item.batch, item.serial_from, item.serial_to)
+        ranges.append(trace.SerialRange(item.batch, item.serial_from, item.serial_to, len(serials)))
+    return replace(scope, ranges=tuple(ranges))
 
 
 @transaction.atomic
