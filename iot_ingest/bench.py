@@ -90,6 +90,7 @@ class Message:
 class Result:
     messages: int
     seconds: float  # from the first publish until every reading is stored and evaluated
+    stored_seconds: float  # from the first publish until every reading is stored
     readings_rate: float
     inbox_rate: float  # messages/s from the first publish until all are in the inbox
     latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed, at paced_rate
@@ -514,9 +515,11 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         _close(probes.client)
     assert watch.inboxed_at is not None
     assert watch.done_at is not None
+    assert watch.stored_at is not None
     result = Result(
         messages=len(load),
         seconds=watch.done_at - start,
+        stored_seconds=watch.stored_at - start,
         readings_rate=len(load) * PER_MESSAGE / (watch.done_at - start),
         inbox_rate=(len(load) + len(probes.published)) / (watch.inboxed_at - start),
         latencies_ms=probes.latencies_ms(),
@@ -601,6 +604,7 @@ class _Watch:
         self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
         self.routing = f'"{queue}"]'.encode()  # ends kombu's unacked entry [message, exchange, routing key]
         self.inboxed_at: float | None = None
+        self.stored_at: float | None = None  # every message in the inbox processed; evaluations may be queued
         self.done_at: float | None = None
         self._idle_since: float | None = None
 
@@ -616,7 +620,11 @@ class _Watch:
             if not (published and self.arrived() >= expected and self._counted() >= expected):
                 return False
             self.inboxed_at = now
-        if InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists() or self.busy():
+        if InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).exists():
+            self._idle_since = None
+            return False
+        self.stored_at = self.stored_at or now
+        if self.busy():
             self._idle_since = None
             return False
         if self._idle_since is None:

@@ -2,8 +2,9 @@
 
 Each worker process keeps, for the shipments it evaluated lately, a resumable
 ``coldchain.Monitor``: an evaluation reads only the readings that arrived since
-the last one (a late reading, measured before the newest one already judged,
-makes it judge all of them again). Out-of-range readings are evaluated at
+the last one. A late reading, measured before the newest one already judged,
+rewinds the monitor to a checkpoint of an earlier evaluation, before that
+reading; only one older than all of them makes it judge every reading again. Out-of-range readings are evaluated at
 once, by the worker that stored them; calm ones (``coldchain.calm``)
 together, within ``CALM_SECONDS``, by whichever worker takes the task.
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.cache import cache
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from iot_ingest.models import Reading
@@ -33,6 +34,9 @@ WATCHED_SHIPMENTS = 500  # monitors a worker process keeps: each holds its MKT w
 # An evaluation that finds what this process applied less than this ago is not applied again (applying is
 # idempotent, but takes a lock, a dozen queries and a commit); other processes' changes are still met within it.
 REAPPLY_SECONDS = 60.0
+# Checkpoints a monitor keeps, one per evaluation: a reading committed after one that was measured later (two
+# workers' batches of one logger, a buffer uploaded late) rewinds it to the newest checkpoint before that reading.
+MARKS = 8
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
@@ -139,6 +143,17 @@ class _Key:
     closed_at: datetime.datetime | None
 
 
+@dataclass(frozen=True)
+class _Mark:
+    """Where a watch stood after one of its reads: the monitor's checkpoint, and the watch's own counts."""
+
+    checkpoint: coldchain.Checkpoint
+    at: datetime.datetime  # the monitor's last reading then
+    rows: int
+    newest_at: datetime.datetime | None
+    last_received: datetime.datetime | None
+
+
 @dataclass
 class _Watch:
     """A shipment's monitor in this process, and what it has read of the readings."""
@@ -148,6 +163,9 @@ class _Watch:
     rows: int = 0  # readings measured at or before the monitor's last one (repeats and pre-arming ones too)
     newest_at: datetime.datetime | None = None  # device time of the newest reading read
     last_received: datetime.datetime | None = None  # when the newest-arrived of them arrived
+    # After each of its last few reads, oldest first: a late reading rewinds the monitor to the newest one
+    # before it, rather than judging every reading again.
+    marks: deque[_Mark] = field(default_factory=lambda: deque(maxlen=MARKS))
     # The excursions and triggers this process last applied, and until when they need not be again.
     applied: tuple[object, ...] = ()
     applied_until: float = 0.0
@@ -160,6 +178,32 @@ class _Watch:
             self.newest_at = max(self.newest_at or rows[-1][0], rows[-1][0])
             newest_receipt = max(received for _at, _value, received in rows)
             self.last_received = max(self.last_received or newest_receipt, newest_receipt)
+        last = self.monitor.last
+        if last is not None and (rows or not self.marks):
+            self.marks.append(_Mark(self.monitor.checkpoint(), last.at, self.rows, self.newest_at, self.last_received))
+
+    def resumable(self, readings: QuerySet[Reading]) -> _Mark | None:
+        """The newest mark no reading measured at or before it has arrived since: what is stored up to it
+        is exactly what the watch had read (readings are never deleted, so equal counts are equal sets).
+        One query, whatever the number of marks."""
+        marks = list(self.marks)
+        if not marks:
+            return None
+        counts = readings.filter(measured_at__lte=marks[-1].at).aggregate(
+            **{f"m{n}": Count("measured_at", filter=Q(measured_at__lte=mark.at)) for n, mark in enumerate(marks)}
+        )
+        return next((mark for n, mark in reversed(list(enumerate(marks))) if counts[f"m{n}"] == mark.rows), None)
+
+    def rewind(self, mark: _Mark) -> bool:
+        """Back to the mark, forgetting what was read after it; False when the monitor can no longer."""
+        if mark is self.marks[-1]:
+            return True
+        if not self.monitor.rewind(mark.checkpoint):
+            return False
+        while self.marks[-1] is not mark:
+            self.marks.pop()
+        self.rows, self.newest_at, self.last_received = mark.rows, mark.newest_at, mark.last_received
+        return True
 
     def silent_until(self, now: datetime.datetime) -> datetime.datetime:
         """Where a data gap at the end of the record is measured to.
@@ -177,14 +221,13 @@ _watches: OrderedDict[int, _Watch] = OrderedDict()  # shipment pk -> its watch, 
 
 
 def _watch(shipment: Shipment, key: _Key, readings: QuerySet[Reading]) -> _Watch:
-    """The shipment's monitor, brought up to date: with the readings that arrived since it last looked if
-    none arrived measured before its last one, else built again from all of them."""
+    """The shipment's monitor, brought up to date: rewound to the newest mark that no late reading precedes
+    (usually where it stopped) and fed the readings after it; else built again from all of them."""
     columns = ("measured_at", "value", "received_at")
     watch = _watches.get(shipment.pk)
-    last = None if watch is None or watch.key != key else watch.monitor.last
-    if watch is not None and last is not None and readings.filter(measured_at__lte=last.at).count() == watch.rows:
+    if watch is not None and watch.key == key and (mark := watch.resumable(readings)) and watch.rewind(mark):
         watch.read(
-            list(readings.filter(measured_at__gt=last.at).order_by("measured_at", "value").values_list(*columns))
+            list(readings.filter(measured_at__gt=mark.at).order_by("measured_at", "value").values_list(*columns))
         )
         _watches.move_to_end(shipment.pk)
         return watch

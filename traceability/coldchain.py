@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -279,6 +278,20 @@ class OutOfOrder(ValueError):
     """A reading before the last one fed to a ``Monitor``: evaluate all the readings again."""
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A ``Monitor``'s state after the readings fed so far, for ``Monitor.rewind``."""
+
+    last: Sample | None  # the last reading fed then
+    _since: int
+    _pending: tuple[int, float] | None
+    _settled: _Settled
+    _window: _WindowMark | None
+    _slow: int
+    _frozen: bool
+    _cycles: int
+
+
 class Monitor:
     """``evaluate`` as a fold that can be resumed: readings are fed in ``(at, celsius)`` order, a
     few at a time, and ``evaluation()`` at any point equals ``evaluate`` of all readings fed so far.
@@ -288,6 +301,11 @@ class Monitor:
     excursion runs, time above the range) once reading ``i + 1`` says how long
     its value held; until then it is pending, and ``evaluation()`` settles it on
     a copy with a hold of 0, as ``evaluate`` treats the last reading.
+
+    A reading that arrives late, before the last one fed, need not mean judging
+    everything again: ``rewind`` returns to a ``checkpoint`` taken before it
+    (constant time and memory, whatever the MKT window holds), and the readings
+    after that checkpoint are fed again.
     """
 
     def __init__(self, contract: Contract, *, armed_from: datetime.datetime) -> None:
@@ -318,6 +336,31 @@ class Monitor:
         for reading in readings:
             if reading != self._pending:
                 self._arrive(*reading)
+
+    def checkpoint(self) -> Checkpoint:
+        """The state after the readings fed so far, which ``rewind`` can return to."""
+        return Checkpoint(
+            last=self.last,
+            _since=self._since,
+            _pending=self._pending,
+            _settled=self._settled.copy(),
+            _window=None if self._window is None else self._window.checkpoint(),
+            _slow=len(self._slow),
+            _frozen=self._frozen,
+            _cycles=self._cycles,
+        )
+
+    def rewind(self, checkpoint: Checkpoint) -> bool:
+        """Returns to a checkpoint this monitor took, forgetting the readings fed since; the monitor is then as
+        if only the readings before it had been fed. False (and nothing changes) when it can no longer: the
+        MKT window has since dropped readings the checkpoint still needs."""
+        if self._window is not None and not self._window.rewind(checkpoint._window):
+            return False
+        self._since, self._pending = checkpoint._since, checkpoint._pending
+        self._settled = checkpoint._settled.copy()
+        del self._slow[checkpoint._slow :]
+        self._frozen, self._cycles = checkpoint._frozen, checkpoint._cycles
+        return True
 
     def evaluation(self, *, until: datetime.datetime | None = None) -> Evaluation:
         """What ``evaluate`` says of the readings fed so far; ``until`` as there."""
@@ -458,6 +501,19 @@ class _Settled:
         )
 
 
+@dataclass(frozen=True)
+class _WindowMark:
+    """A ``_RollingMkt`` checkpoint: positions counted from its first reading ever, so shedding moves none."""
+
+    head: int
+    length: int
+    sums: tuple[int, int, float, float]
+    newest: tuple[int, float, float] | None
+    first: int | None
+    current: float
+    above: bool
+
+
 class _RollingMkt:
     """The MKT over the trailing window after each reading, with running sums: O(1) per reading.
 
@@ -466,18 +522,41 @@ class _RollingMkt:
     them; the sums gain each reading as it enters and lose it as it leaves.
     Judged once the readings span the whole window, so that a warm first
     reading is not a 24-hour MKT breach.
+
+    Readings leave by moving ``head`` past them, and are dropped from the list
+    only now and then: a checkpoint is then a few numbers, and rewinding to it
+    cuts the list and moves ``head`` back.
     """
+
+    COMPACT_AFTER = 4096  # readings left behind before the list sheds them
 
     def __init__(self, contract: Contract) -> None:
         assert contract.mkt_window_seconds is not None
         self.contract = contract
         self.window = contract.mkt_window_seconds * _MICROS
-        self.inside: deque[tuple[int, int, float, float]] = deque()  # (at, hold, term, celsius) before the newest
+        self.inside: list[tuple[int, int, float, float]] = []  # (at, hold, term, celsius) before the newest ...
+        self.head = 0  # ... from this one on (the ones before have left the window)
+        self.shed = 0  # readings removed from the front of ``inside`` for good
         self.sums = _RunningSums()
         self.newest: tuple[int, float, float] | None = None  # (at, term, celsius)
         self.first: int | None = None
         self.current = 0.0
         self.above = False
+
+    def checkpoint(self) -> _WindowMark:
+        sums = (self.sums.count, self.sums.weight, self.sums.weighted, self.sums.plain)
+        length = self.shed + len(self.inside)
+        return _WindowMark(self.shed + self.head, length, sums, self.newest, self.first, self.current, self.above)
+
+    def rewind(self, mark: _WindowMark | None) -> bool:
+        assert mark is not None
+        if mark.head < self.shed:
+            return False
+        del self.inside[mark.length - self.shed :]
+        self.head = mark.head - self.shed
+        self.sums.count, self.sums.weight, self.sums.weighted, self.sums.plain = mark.sums
+        self.newest, self.first, self.current, self.above = mark.newest, mark.first, mark.current, mark.above
+        return True
 
     def arrive(self, at: int, celsius: float, *, previous_hold: int) -> Trigger | None:
         term = math.exp(_MKT_SCALE - MKT_ACTIVATION_KELVIN / (celsius + KELVIN_AT_ZERO_CELSIUS))
@@ -488,14 +567,20 @@ class _RollingMkt:
             self.inside.append((before_at, previous_hold, before_term, before_celsius))
             self.sums.add(previous_hold, before_term)
         self.newest = (at, term, celsius)
-        while self.inside and self.inside[0][0] <= at - self.window:
-            _at, hold, old_term, _celsius = self.inside.popleft()
+        inside, head = self.inside, self.head
+        while head < len(inside) and inside[head][0] <= at - self.window:
+            _at, hold, old_term, _celsius = inside[head]
             self.sums.add(hold, old_term, leaving=True)
+            head += 1
+        if head > self.COMPACT_AFTER and 2 * head > len(inside):
+            del inside[:head]
+            self.shed, head = self.shed + head, 0
+        self.head = head
         mean = self.sums.mean_with(previous_hold, term)  # the newest stands for the interval before it
         if mean > 0.0:
             self.current = MKT_ACTIVATION_KELVIN / (_MKT_SCALE - math.log(mean)) - KELVIN_AT_ZERO_CELSIUS
         else:  # every term underflowed, which only readings near absolute zero do
-            window = [Sample(_moment(a), c) for a, _h, _t, c in self.inside] + [Sample(_moment(at), celsius)]
+            window = [Sample(_moment(a), c) for a, _h, _t, c in inside[head:]] + [Sample(_moment(at), celsius)]
             self.current = mkt(window, max_hold_seconds=self.contract.max_gap_seconds)
         limit = self.contract.mkt_limit_celsius
         assert self.first is not None

@@ -380,6 +380,36 @@ def test_an_evaluation_reads_only_the_readings_that_arrived_since_the_last_one(
     assert list(Alert.objects.order_by("id").values_list("key", "triggered_at")) == alerts
 
 
+def test_a_late_reading_rewinds_the_evaluation_to_an_earlier_one_and_reads_only_what_came_after(
+    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    records = _records(logger, [5.0] * 10 + [9.0] * 8 + [5.0] * 10)
+    messages = [protocol.message(logger.key, "LOG-T1", i + 1, [record]) for i, record in enumerate(records)]
+    late = messages.pop(14)  # measured at 70 min, in the excursion; sent after everything else
+    for start in range(0, len(messages), 3):  # an evaluation every three readings: a checkpoint each
+        deliver(messages[start : start + 3], shipment)
+    fed: list[int] = []
+    feed = coldchain.Monitor.feed
+    monkeypatch.setattr(
+        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
+    )
+
+    deliver([late], shipment)
+
+    # back to the evaluation whose last reading was at 55 min (12, 13 and 15 came next); fed again from
+    # 60 min on: 16 of the 28 readings
+    assert fed == [16]
+    facts = ("started_at", "ended_at", "peak_celsius", "duration_seconds")
+    rewound = Excursion.objects.values_list(*facts).get()
+    alerts = list(Alert.objects.order_by("id").values_list("key", "triggered_at"))
+    evaluation.watches_forget()
+    assert evaluation.shipment_evaluate(shipment.pk) == []
+    assert fed[-1] == 28  # judged from scratch: the same excursion and alerts
+    assert Excursion.objects.values_list(*facts).get() == rewound
+    assert list(Alert.objects.order_by("id").values_list("key", "triggered_at")) == alerts
+
+
 def test_a_process_does_not_apply_the_same_verdict_twice_within_a_minute(
     manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch
 ) -> None:

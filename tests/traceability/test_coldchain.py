@@ -766,6 +766,52 @@ def test_a_monitor_fed_a_few_readings_at_a_time_says_what_evaluate_says_of_them_
         assert monitor.last == (max((s for s in fed if s.at >= ARMED_FROM), default=None))
 
 
+@PROPERTY
+@given(trip=TRIP, late=TRIP, data=st.data())
+def test_a_monitor_rewound_to_a_checkpoint_before_late_readings_says_what_evaluate_says_of_them_all(
+    trip: list[Sample], late: list[Sample], data: st.DataObject
+) -> None:
+    # what a worker does when readings committed out of order (iot_ingest.evaluation._watch)
+    ordered = sorted(trip)
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(ordered)), min_size=1, max_size=5)))
+    monitor = Monitor(BUSY, armed_from=ARMED_FROM)
+    checkpoints = [(0, monitor.checkpoint())]
+    for start, end in pairwise([0, *cuts, len(ordered)]):
+        monitor.feed(ordered[start:end])
+        checkpoints.append((end, monitor.checkpoint()))
+    fed, checkpoint = data.draw(st.sampled_from(checkpoints))
+    before = monitor.evaluation(until=UNTIL)
+
+    assert monitor.rewind(checkpoint)
+    assert monitor.last == checkpoint.last
+    assert monitor.evaluation(until=UNTIL) == evaluate(BUSY, ordered[:fed], armed_from=ARMED_FROM, until=UNTIL)
+    after = checkpoint.last.at if checkpoint.last else ARMED_FROM - datetime.timedelta(seconds=1)
+    arrived = sorted({*ordered, *(s for s in late if s.at > after)})
+    monitor.feed(s for s in arrived if s.at > after)
+    assert monitor.evaluation(until=UNTIL) == evaluate(BUSY, arrived, armed_from=ARMED_FROM, until=UNTIL)
+    # the same checkpoint serves again, and the readings fed before give the same verdict as the first time
+    assert monitor.rewind(checkpoint)
+    monitor.feed(s for s in ordered if s.at > after)
+    assert monitor.evaluation(until=UNTIL) == before
+
+
+def test_a_monitor_cannot_rewind_past_readings_its_mkt_window_has_shed() -> None:
+    contract = default_contract(REFRIGERATED, stability_budget_minutes=240, freeze_sensitive=True)
+    week = [Sample(at(i), 5.0 + (i % 7) / 2) for i in range(7 * 24 * 60)]  # a reading a minute, a 24 h window
+    monitor = Monitor(contract, armed_from=T0)
+    monitor.feed(week[:100])
+    early = monitor.checkpoint()
+    monitor.feed(week[100:-100])
+    late = monitor.checkpoint()
+    monitor.feed(week[-100:])
+
+    assert not monitor.rewind(early)  # days of readings have left the window since, and the monitor let them go
+    assert monitor.evaluation() == evaluate(contract, week, armed_from=T0)  # and nothing changed
+    assert monitor.rewind(late)
+    monitor.feed(week[-100:])
+    assert monitor.evaluation() == evaluate(contract, week, armed_from=T0)
+
+
 def test_a_monitor_refuses_a_reading_before_its_last_and_takes_nothing_of_that_call() -> None:
     monitor = Monitor(BUSY, armed_from=ARMED_FROM)
     monitor.feed([Sample(T0 + datetime.timedelta(hours=1), 5.0), Sample(T0 + datetime.timedelta(hours=1), 5.0)])

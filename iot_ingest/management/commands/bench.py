@@ -319,7 +319,7 @@ class Command(BaseCommand):
 
     def cold_chain(self, options: dict[str, Any]) -> None:
         """Readings end to end through Mosquitto, ingest processes, Redis and workers, beside the raw limits."""
-        from iot_ingest import bench
+        from iot_ingest import bench, evaluation
 
         title = "cold chain end to end (PostgreSQL, Redis, Mosquitto)"
         missing = bench.missing_service()
@@ -369,7 +369,11 @@ class Command(BaseCommand):
             self.stdout.write(f"  alert latency by stage, p50/p99 ms: {'; '.join(stages)}")
         used = sorted(result.cpu_seconds.items(), key=lambda item: -item[1])
         cpu = ", ".join(f"{role} {seconds:.1f}" for role, seconds in used)
-        self.stdout.write(f"  the load took {result.seconds:.1f} s on {os.cpu_count()} cores; CPU seconds: {cpu}")
+        self.stdout.write(
+            f"  the load took {result.seconds:.1f} s on {os.cpu_count()} cores, every reading stored after "
+            f"{result.stored_seconds:.1f} s (calm readings are evaluated within {evaluation.CALM_SECONDS} s); "
+            f"CPU seconds: {cpu}"
+        )
         for note in result.notes:
             self.stdout.write(f"  note: {note}")
 
