@@ -31,12 +31,10 @@ logger = logging.getLogger(__name__)
 
 CALM_SECONDS = 5  # how long the evaluation of calm readings may wait (coldchain.calm), to take more at once
 WATCHED_SHIPMENTS = 500  # monitors a worker process keeps: each holds its MKT window (a day of minutes: ~200 KiB)
-# An evaluation that finds what this process applied less than this ago is not applied again (applying is
-# idempotent, but takes a lock, a dozen queries and a commit); other processes' changes are still met within it.
-REAPPLY_SECONDS = 60.0
 # Checkpoints a monitor keeps, one per evaluation: a reading committed after one that was measured later (two
 # workers' batches of one logger, a buffer uploaded late) rewinds it to the newest checkpoint before that reading.
-MARKS = 8
+CHECKPOINTS = 8
+URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
@@ -48,8 +46,8 @@ def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = (
     after it started get an evaluation of their own.
     """
     urgent = set(urgent)
-    _evaluation_queue(sorted(urgent), mark="evaluate-now", delay=0)
-    _evaluation_queue(sorted(set(shipment_ids) - urgent), mark="evaluate", delay=CALM_SECONDS)
+    _evaluation_queue(sorted(urgent), mark=URGENT, delay=0)
+    _evaluation_queue(sorted(set(shipment_ids) - urgent), mark=CALM, delay=CALM_SECONDS)
 
 
 def evaluation_after_processing(shipment_ids: Iterable[int], *, urgent: Iterable[int]) -> None:
@@ -72,15 +70,20 @@ def evaluation_after_processing(shipment_ids: Iterable[int], *, urgent: Iterable
 def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None:
     from iot_ingest.tasks import evaluate_shipments
 
-    # A short expiry bounds the cost of a per-process cache (several workers without
-    # CACHE_URL): a mark another process's task could not clear lapses within seconds.
-    due = [pk for pk in shipment_ids if cache.add(f"{mark}:{pk}", 1, timeout=delay + 2)]
+    # Two round trips to the cache, whatever the number of shipments. Two processes can both find a shipment
+    # unmarked and both queue it: one evaluation too many, never one too few. A short expiry bounds the cost
+    # of a per-process cache (several workers without CACHE_URL): a mark another process's task could not
+    # clear lapses within seconds.
+    keys = {f"{mark}:{pk}": pk for pk in shipment_ids}
+    marked = cache.get_many(list(keys))
+    due = {key: pk for key, pk in keys.items() if key not in marked}
     if not due:
         return
+    cache.set_many(dict.fromkeys(due, 1), timeout=delay + 2)
     try:
-        evaluate_shipments.apply_async((due,), countdown=delay or None)
+        evaluate_shipments.apply_async((list(due.values()),), countdown=delay or None)
     except Exception:  # the broker is down; beat evaluates every moving shipment anyway
-        cache.delete_many([f"{mark}:{pk}" for pk in due])
+        cache.delete_many(list(due))
         logger.warning("could not queue the evaluation of shipments %s", due, exc_info=True)
 
 
@@ -109,16 +112,27 @@ def _contracts(shipment_pks: set[int]) -> dict[int, coldchain.Contract]:
     return fresh
 
 
-def shipment_evaluate(shipment_id: int) -> list[Alert]:
-    """Evaluates the shipment's contract over all its temperature readings (device time); raises alerts.
+def shipments_evaluate(shipment_ids: Iterable[int]) -> list[Alert]:
+    """Evaluates the shipments' contracts over all their temperature readings (device time); raises alerts.
 
     Returns the alerts raised.
     """
-    cache.delete_many([f"evaluate-now:{shipment_id}", f"evaluate:{shipment_id}"])
-    shipment = Shipment.objects.get(pk=shipment_id)
+    shipment_ids = sorted(set(shipment_ids))
+    cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
+    shipments = Shipment.objects.in_bulk(shipment_ids)
+    return [alert for pk in shipment_ids if pk in shipments for alert in _evaluate(shipments[pk])]
+
+
+def shipment_evaluate(shipment_id: int) -> list[Alert]:
+    """``shipments_evaluate`` for one shipment."""
+    return shipments_evaluate([shipment_id])
+
+
+def _evaluate(shipment: Shipment) -> list[Alert]:
+    """Applies the evaluation of the shipment's readings, unless its verdict is the one applied last."""
     if shipment.dispatched_at is None:
         return []
-    terms = _contracts({shipment_id})[shipment_id]
+    terms = _contracts({shipment.pk})[shipment.pk]
     readings = Reading.objects.filter(shipment=shipment, kind=Reading.Kind.TEMPERATURE)
     if shipment.closed_at is not None:
         readings = readings.filter(measured_at__lte=shipment.closed_at)
@@ -126,12 +140,9 @@ def shipment_evaluate(shipment_id: int) -> list[Alert]:
     watch = _watch(shipment, _Key(terms, armed_from, shipment.closed_at), readings)
     until = shipment.closed_at or watch.silent_until(timezone.now())
     evaluation = watch.monitor.evaluation(until=until)
-    verdict = (evaluation.excursions, evaluation.triggers)
-    if verdict == watch.applied and time.monotonic() < watch.applied_until:
-        return []  # this process applied exactly these excursions and triggers a moment ago
-    alerts = traceability.monitoring_apply(shipment=shipment, evaluation=evaluation)
-    watch.applied, watch.applied_until = verdict, time.monotonic() + REAPPLY_SECONDS
-    return alerts
+    if evaluation.verdict() == bytes(shipment.verdict):
+        return []  # applied already, by this process or another: applying takes a lock and a dozen queries
+    return traceability.monitoring_apply(shipment=shipment, evaluation=evaluation)
 
 
 @dataclass(frozen=True)
@@ -165,10 +176,7 @@ class _Watch:
     last_received: datetime.datetime | None = None  # when the newest-arrived of them arrived
     # After each of its last few reads, oldest first: a late reading rewinds the monitor to the newest one
     # before it, rather than judging every reading again.
-    marks: deque[_Mark] = field(default_factory=lambda: deque(maxlen=MARKS))
-    # The excursions and triggers this process last applied, and until when they need not be again.
-    applied: tuple[object, ...] = ()
-    applied_until: float = 0.0
+    marks: deque[_Mark] = field(default_factory=lambda: deque(maxlen=CHECKPOINTS))
 
     def read(self, rows: list[tuple[datetime.datetime, float, datetime.datetime]]) -> None:
         """Feeds readings in (time, value) order, all after the monitor's last one."""

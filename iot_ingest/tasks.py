@@ -30,7 +30,7 @@ def process_messages(self, ids: list[int], adopt: bool = True) -> dict[str, int]
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def evaluate_shipments(shipment_ids: list[int]) -> int:
     """Evaluates the shipments' contracts; returns how many alerts they raised."""
-    return sum(len(evaluation.shipment_evaluate(shipment_id)) for shipment_id in shipment_ids)
+    return len(evaluation.shipments_evaluate(shipment_ids))
 
 
 @shared_task(ignore_result=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -226,6 +227,11 @@ class Evaluation:
     stability_used_seconds: int  # evidenced time at or above max_celsius
     freeze_thaw_cycles: int
     last_reading_at: datetime.datetime | None
+
+    def verdict(self) -> bytes:
+        """A digest of the excursions and triggers, what alerts and the ledger are made of: equal digests,
+        equal verdicts (the rest moves with every reading)."""
+        return hashlib.sha256(repr((self.excursions, self.triggers)).encode()).digest()
 
 
 def evaluate(

@@ -238,6 +238,9 @@ class Shipment(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     rejection_reason = models.TextField(blank=True)
+    # The digest of the excursions and triggers last applied (coldchain.Evaluation.verdict): an evaluation
+    # that finds the same ones has nothing to apply.
+    verdict = models.BinaryField(max_length=32, default=b"", editable=False)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -38,13 +38,17 @@ def monitoring_apply(*, shipment: Shipment, evaluation: coldchain.Evaluation) ->
     nothing. Appends ``excursion.started`` when an excursion is first seen,
     ``excursion.ended`` when it first has an end, and ``contract.breached`` for
     every new alert of a breach or critical rule. Returns the alerts it raised.
+    Records the evaluation's verdict on the shipment, so that evaluations
+    finding the same need not apply it again.
     """
     shipment = _locked(shipment)
     for excursion in evaluation.excursions:
         _excursion_apply(shipment, excursion)
     _gaps_closed(shipment, {trigger.at for trigger in evaluation.triggers if trigger.key == GAP})
     once = _fires_once(shipment)
-    return [alert for trigger in evaluation.triggers if (alert := _alert_raise(shipment, trigger, once))]
+    alerts = [alert for trigger in evaluation.triggers if (alert := _alert_raise(shipment, trigger, once))]
+    Shipment.objects.filter(pk=shipment.pk).update(verdict=evaluation.verdict())
+    return alerts
 
 
 def _excursion_apply(shipment: Shipment, found: coldchain.Excursion) -> None:
