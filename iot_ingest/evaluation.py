@@ -17,6 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet
@@ -34,6 +35,7 @@ WATCHED_SHIPMENTS = 500  # monitors a worker process keeps: each holds its MKT w
 # Checkpoints a monitor keeps, one per evaluation: a reading committed after one that was measured later (two
 # workers' batches of one logger, a buffer uploaded late) rewinds it to the newest checkpoint before that reading.
 CHECKPOINTS = 8
+CHECKPOINT_MIN = 32  # readings between two checkpoints of one read, at least
 URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
 
 
@@ -174,20 +176,33 @@ class _Watch:
     rows: int = 0  # readings measured at or before the monitor's last one (repeats and pre-arming ones too)
     newest_at: datetime.datetime | None = None  # device time of the newest reading read
     last_received: datetime.datetime | None = None  # when the newest-arrived of them arrived
-    # After each of its last few reads, oldest first: a late reading rewinds the monitor to the newest one
+    # Checkpoints of its last reads, oldest first: a late reading rewinds the monitor to the newest one
     # before it, rather than judging every reading again.
     marks: deque[_Mark] = field(default_factory=lambda: deque(maxlen=CHECKPOINTS))
 
     def read(self, rows: list[tuple[datetime.datetime, float, datetime.datetime]]) -> None:
-        """Feeds readings in (time, value) order, all after the monitor's last one."""
-        self.monitor.feed(coldchain.Sample(at, value) for at, value, _received in rows)
-        self.rows += len(rows)
-        if rows:
-            self.newest_at = max(self.newest_at or rows[-1][0], rows[-1][0])
-            newest_receipt = max(received for _at, _value, received in rows)
+        """Feeds readings in (time, value) order, all after the monitor's last one.
+
+        Checkpoints after the last of them and, in a long read, also after
+        the first half, three quarters and so on: readings that commit late
+        (another worker's batch of the same logger, still in flight) are
+        usually measured just before the newest ones read, so a checkpoint a
+        little before the end is what they rewind to.
+        """
+        for start, end in pairwise([0, *_checkpoints(len(rows))]):
+            chunk = rows[start:end]
+            self.monitor.feed(coldchain.Sample(at, value) for at, value, _received in chunk)
+            self.rows += len(chunk)
+            self.newest_at = max(self.newest_at or chunk[-1][0], chunk[-1][0])
+            newest_receipt = max(received for _at, _value, received in chunk)
             self.last_received = max(self.last_received or newest_receipt, newest_receipt)
+            self._checkpoint()
+        if not self.marks:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
         last = self.monitor.last
-        if last is not None and (rows or not self.marks):
+        if last is not None:
             self.marks.append(_Mark(self.monitor.checkpoint(), last.at, self.rows, self.newest_at, self.last_received))
 
     def resumable(self, readings: QuerySet[Reading]) -> _Mark | None:
@@ -223,6 +238,13 @@ class _Watch:
         if self.newest_at is None or self.last_received is None:
             return now
         return self.newest_at + (now - self.last_received)
+
+
+def _checkpoints(count: int) -> list[int]:
+    """Where a read of ``count`` readings is checkpointed: after half, 3/4, 7/8 and 15/16 of them, if that
+    leaves at least CHECKPOINT_MIN readings between two, and after the last."""
+    ends = [count - count // 2**n for n in range(1, 5) if count // 2**n >= CHECKPOINT_MIN]
+    return [*ends, count] if count else []
 
 
 _watches: OrderedDict[int, _Watch] = OrderedDict()  # shipment pk -> its watch, least recently used first

@@ -409,6 +409,25 @@ def test_a_late_reading_rewinds_the_evaluation_to_an_earlier_one_and_reads_only_
     assert list(Alert.objects.order_by("id").values_list("key", "triggered_at")) == alerts
 
 
+def test_a_long_read_is_checkpointed_before_its_end_too_so_a_reading_late_by_a_little_rewinds_a_little(
+    manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = Logger(manufacturer, shipment)
+    records = _records(logger, [5.0] * 140)
+    messages = [protocol.message(logger.key, "LOG-T1", i + 1, [record]) for i, record in enumerate(records)]
+    late = messages.pop(120)
+    deliver(messages, shipment)  # one read of 139 readings: checkpoints after 70, 105 and 139 of them
+    fed: list[int] = []
+    feed = coldchain.Monitor.feed
+    monkeypatch.setattr(
+        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
+    )
+
+    deliver([late], shipment)
+
+    assert fed == [35]  # from the checkpoint after 105 readings: the 35 after it, the late one among them
+
+
 def test_a_verdict_is_applied_once_whichever_process_evaluates_it_and_a_new_one_again(
     manufacturer: Persona, shipment: Shipment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
