@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('traceability', '0008_apitoken'),
+        ("traceability", "0008_apitoken"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='shipment',
-            name='verdict',
-            field=models.BinaryField(default=b'', max_length=32),
+            model_name="shipment",
+            name="verdict",
+            field=models.BinaryField(default=b"", max_length=32),
         ),
     ]
