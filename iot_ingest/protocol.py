@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import re
@@ -113,7 +114,7 @@ class Payload:
     senml: list[Any]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """One evaluated measurement: a resolved SenML record (RFC 8428 section 4.6) in Cel or %RH."""
 
@@ -371,7 +372,51 @@ def resolve(payload: Payload, *, received_at: datetime.datetime) -> list[Reading
 
 
 def _check_shape(record: dict[str, Any], index: int) -> None:
-    """Checks the JSON types of RFC 8428 section 4.1's fields; unknown fields are ignored (section 4.4)."""
+    """Checks the JSON types of RFC 8428 section 4.1's fields; unknown fields are ignored (section 4.4).
+
+    A record plainly in shape, as loggers send them, passes in one look at
+    each of its fields; any other is checked field by field, in a fixed
+    order, so that the first problem found is the one named.
+    """
+    if not _plainly_in_shape(record):
+        _check_shape_in_order(record, index)
+
+
+_FIELD_TYPES = {
+    **dict.fromkeys(("bn", "bu", "n", "u", "vs", "vd"), str),
+    **dict.fromkeys(("bt", "bv", "bs", "t", "v", "s", "ut"), float),
+    "vb": bool,
+    "bver": int,
+}
+_EXACT_INTEGERS = 2**53
+
+
+def _plainly_in_shape(record: dict[str, Any]) -> bool:
+    """True only if ``_check_shape_in_order`` finds nothing wrong (the converse need not hold)."""
+    values = 0
+    for field, value in record.items():
+        expected = _FIELD_TYPES.get(field)
+        if expected is None:
+            if field.endswith("_"):
+                return False
+            continue
+        kind = type(value)
+        if expected is float:
+            if not (
+                (kind is float and math.isfinite(value))
+                or (kind is int and -_EXACT_INTEGERS <= value <= _EXACT_INTEGERS)
+            ):
+                return False
+        elif expected is int:
+            if kind is not int or value != SENML_VERSION:
+                return False
+        elif kind is not expected:
+            return False
+        values += field in _VALUE_FIELDS
+    return values <= 1
+
+
+def _check_shape_in_order(record: dict[str, Any], index: int) -> None:
     for field in _STRING_FIELDS:
         if field in record and not isinstance(record[field], str):
             raise _invalid(index, f"has {field} {_show(record[field])}; it must be a string")
@@ -408,10 +453,10 @@ def _number[T](record: dict[str, Any], field: str, index: int, default: T) -> fl
 def _reading(record: dict[str, Any], base: _Base, index: int, received_at: datetime.datetime) -> Reading | None:
     """The record resolved, or None when its unit is not evaluated; checks name, value, time and range."""
     name = base.name + record.get("n", "")
-    if not _SENML_NAME.fullmatch(name):
+    if not _good_name(name):
         problem = "RFC 8428 4.5.1 names use A-Z a-z 0-9 - : . / _ and start with a letter or digit"
         raise _invalid(index, f"resolves to name {_show(name)}; {problem}")
-    if not any(field in record for field in (*_VALUE_FIELDS, "s")) and base.value is None:
+    if record.keys().isdisjoint(_VALUE_OR_SUM) and base.value is None:
         raise _invalid(index, "has no value (v, vs, vb, vd or s) and no base value bv is in force")
     unit: str | None = record.get("u", base.unit)
     if unit is None or unit not in VALUE_RANGES:
@@ -424,6 +469,15 @@ def _reading(record: dict[str, Any], base: _Base, index: int, received_at: datet
             "value_out_of_range", f"record {index} ({name}) reads {value:g} {unit}; the range is {low:g} to {high:g}"
         )
     return Reading(name, unit, value, at, index)
+
+
+@functools.lru_cache(maxsize=4096)
+def _good_name(name: str) -> bool:
+    """Whether the resolved name is one RFC 8428 allows (a logger's few names recur in every message)."""
+    return _SENML_NAME.fullmatch(name) is not None
+
+
+_VALUE_OR_SUM = frozenset((*_VALUE_FIELDS, "s"))
 
 
 def _value(record: dict[str, Any], base: _Base, index: int, unit: str) -> float:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iot_ingest import protocol
 from iot_ingest.protocol import (
     MAX_MESSAGE_BYTES,
     MAX_RECORDS,
@@ -717,6 +718,26 @@ HEADERS = st.fixed_dictionaries(
     {"alg": mostly(st.sampled_from(["Ed25519", "EdDSA"]), SCALARS), "kid": mostly(st.just(DEVICE), SCALARS)},
     optional={"crit": JSON, "typ": JSON},
 )
+
+
+@PROPERTY
+@given(st.dictionaries(FIELDS, SCALARS, max_size=6) | PLAUSIBLE_RECORDS)
+def test_a_record_passed_by_the_quick_shape_check_passes_the_field_by_field_one(record: dict[str, Any]):
+    # the quick look may only ever spare the full check, never overrule it
+    if protocol._plainly_in_shape(record):
+        protocol._check_shape_in_order(record, 0)
+
+
+def test_the_quick_shape_check_takes_what_loggers_send_and_leaves_the_rest_to_the_full_one():
+    assert protocol._plainly_in_shape({"bn": "urn:dev:LOG-0001:", "bt": NOW, "bu": "Cel", "n": "temp", "v": 4.5})
+    assert protocol._plainly_in_shape({"n": "temp", "t": 60, "v": 5, "bver": 10, "x": [1]})
+    big = {"n": "temp", "v": 2**60}  # a number, but past exact floats: the full check decides (and accepts)
+    assert not protocol._plainly_in_shape(big)
+    protocol._check_shape(big, 0)
+    for odd in ({"n": 1}, {"v": True}, {"v": 1, "vs": "a"}, {"bver": 11}, {"v_": 1}, {"vb": 1}, {"t": 1e400}):
+        assert not protocol._plainly_in_shape(odd)
+        with pytest.raises(Rejected):
+            protocol._check_shape(odd, 0)
 
 
 @PROPERTY
