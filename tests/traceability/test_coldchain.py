@@ -785,13 +785,16 @@ def test_a_monitor_rewound_to_a_checkpoint_before_late_readings_says_what_evalua
     assert monitor.rewind(checkpoint)
     assert monitor.last == checkpoint.last
     assert monitor.evaluation(until=UNTIL) == evaluate(BUSY, ordered[:fed], armed_from=ARMED_FROM, until=UNTIL)
-    after = checkpoint.last.at if checkpoint.last else ARMED_FROM - datetime.timedelta(seconds=1)
-    arrived = sorted({*ordered, *(s for s in late if s.at > after)})
-    monitor.feed(s for s in arrived if s.at > after)
+
+    def beyond(sample: Sample) -> bool:  # what the monitor takes after the checkpoint: later in (time, value) order
+        return checkpoint.last is None or sample > checkpoint.last
+
+    arrived = sorted({*ordered, *filter(beyond, late)})
+    monitor.feed(filter(beyond, arrived))
     assert monitor.evaluation(until=UNTIL) == evaluate(BUSY, arrived, armed_from=ARMED_FROM, until=UNTIL)
     # the same checkpoint serves again, and the readings fed before give the same verdict as the first time
     assert monitor.rewind(checkpoint)
-    monitor.feed(s for s in ordered if s.at > after)
+    monitor.feed(filter(beyond, ordered))
     assert monitor.evaluation(until=UNTIL) == before
 
 
