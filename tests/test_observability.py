@@ -270,7 +270,7 @@ def test_an_unlikely_request_id_is_replaced_by_a_new_one(sent: str) -> None:
 @pytest.mark.django_db
 def test_a_celery_tasks_log_lines_carry_its_task_id() -> None:
     with json_log_lines() as lines:
-        result = evaluate_shipments.apply(args=[["no id"]], task_id="task-0001")  # not a shipment id: it fails
+        result = evaluate_shipments.apply(args=[["not-an-id"]], task_id="task-0001")  # not a shipment id: it fails
     assert result.failed()
     failure = next(line for line in lines if line["logger"] == "celery.app.trace")
     assert failure["task_id"] == "task-0001"
