@@ -27,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import override_settings, setup_databases, teardown_databases
+from rest_framework.throttling import SimpleRateThrottle
 
 from ledger import merkle, services, verify
 from ledger.models import PendingEvent, TreeNode
@@ -151,7 +152,13 @@ class Command(BaseCommand):
             ("GET /api/v1/ledger/checkpoint", "/api/v1/ledger/checkpoint", anonymous),
             ("GET /api/v1/ledger/proof/inclusion", "/api/v1/ledger/proof/inclusion?seq=3", anonymous),
         ]
-        return [Row(name, rate(get(url, who), seconds), "req/s", "bare Django view", floor) for name, url, who in urls]
+        # The API's throttles still count every request (their cache work is part of its cost), at a rate
+        # no bench reaches: one client asking thousands of times a second is what they exist to refuse.
+        unlimited = dict.fromkeys(SimpleRateThrottle.THROTTLE_RATES, "1000000/s")
+        with mock.patch.dict(SimpleRateThrottle.THROTTLE_RATES, unlimited):
+            return [
+                Row(name, rate(get(url, who), seconds), "req/s", "bare Django view", floor) for name, url, who in urls
+            ]
 
     def ledger(self, seconds: float) -> list[Row]:
         key = Ed25519PrivateKey.generate()
