@@ -4,9 +4,10 @@ Each worker process keeps, for the shipments it evaluated lately, a resumable
 ``coldchain.Monitor``: an evaluation reads only the readings that arrived since
 the last one. A late reading, measured before the newest one already judged,
 rewinds the monitor to a checkpoint of an earlier evaluation, before that
-reading; only one older than all of them makes it judge every reading again. Out-of-range readings are evaluated at
-once, by the worker that stored them; calm ones (``coldchain.calm``)
-together, within ``CALM_SECONDS``, by whichever worker takes the task.
+reading; only one older than all of them makes it judge every reading again.
+Out-of-range readings are evaluated at once, by the worker that stored them;
+calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``, by
+whichever worker takes the task.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def shipments_evaluate(shipment_ids: Iterable[int]) -> list[Alert]:
     shipment_ids = sorted(set(shipment_ids))
     cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
     shipments = Shipment.objects.in_bulk(shipment_ids)
-    return [alert for pk in shipment_ids if pk in shipments for alert in _evaluate(shipments[pk])]
+    contracts = _contracts(set(shipments))
+    return [alert for pk in shipment_ids if pk in shipments for alert in _evaluate(shipments[pk], contracts[pk])]
 
 
 def shipment_evaluate(shipment_id: int) -> list[Alert]:
@@ -130,11 +132,10 @@ def shipment_evaluate(shipment_id: int) -> list[Alert]:
     return shipments_evaluate([shipment_id])
 
 
-def _evaluate(shipment: Shipment) -> list[Alert]:
+def _evaluate(shipment: Shipment, terms: coldchain.Contract) -> list[Alert]:
     """Applies the evaluation of the shipment's readings, unless its verdict is the one applied last."""
     if shipment.dispatched_at is None:
         return []
-    terms = _contracts({shipment.pk})[shipment.pk]
     readings = Reading.objects.filter(shipment=shipment, kind=Reading.Kind.TEMPERATURE)
     if shipment.closed_at is not None:
         readings = readings.filter(measured_at__lte=shipment.closed_at)

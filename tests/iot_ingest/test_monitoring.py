@@ -284,6 +284,16 @@ def _records(logger: Logger, temperatures: list[float]) -> list[dict[str, Any]]:
     ]
 
 
+def count_fed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, how many readings each ``Monitor.feed`` call is given, in call order."""
+    fed: list[int] = []
+    feed = coldchain.Monitor.feed
+    monkeypatch.setattr(
+        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
+    )
+    return fed
+
+
 Queued = list[tuple[list[int], int | None]]
 
 
@@ -357,11 +367,7 @@ def test_an_evaluation_reads_only_the_readings_that_arrived_since_the_last_one(
         for i, record in enumerate(_records(logger, [5.0] * 12 + [9.0] * 12 + [5.0] * 4))
     ]
     deliver(messages[:-1], shipment)
-    fed: list[int] = []
-    feed = coldchain.Monitor.feed
-    monkeypatch.setattr(
-        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
-    )
+    fed = count_fed(monkeypatch)
 
     deliver(messages[-1:], shipment)
 
@@ -388,11 +394,7 @@ def test_a_late_reading_rewinds_the_evaluation_to_an_earlier_one_and_reads_only_
     late = messages.pop(14)  # measured at 70 min, in the excursion; sent after everything else
     for start in range(0, len(messages), 3):  # an evaluation every three readings: a checkpoint each
         deliver(messages[start : start + 3], shipment)
-    fed: list[int] = []
-    feed = coldchain.Monitor.feed
-    monkeypatch.setattr(
-        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
-    )
+    fed = count_fed(monkeypatch)
 
     deliver([late], shipment)
 
@@ -417,11 +419,7 @@ def test_a_long_read_is_checkpointed_before_its_end_too_so_a_reading_late_by_a_l
     messages = [protocol.message(logger.key, "LOG-T1", i + 1, [record]) for i, record in enumerate(records)]
     late = messages.pop(120)
     deliver(messages, shipment)  # one read of 139 readings: checkpoints after 70, 105 and 139 of them
-    fed: list[int] = []
-    feed = coldchain.Monitor.feed
-    monkeypatch.setattr(
-        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
-    )
+    fed = count_fed(monkeypatch)
 
     deliver([late], shipment)
 
