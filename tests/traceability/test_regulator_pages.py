@@ -36,7 +36,7 @@ from tests.conftest import Persona
 from tests.scenarios import log_temperatures as log
 from tests.scenarios import register_batch
 from traceability import services
-from traceability.models import Alert, Batch, Product, Shipment
+from traceability.models import Alert, Batch, Excursion, Product, Shipment
 from traceability.pages import regulator as regulator_pages
 
 pytestmark = pytest.mark.django_db
@@ -268,11 +268,12 @@ def test_the_overview_lists_open_excursions_newest_first_with_their_facts(
     assert excursions.index(freezing) < excursions.index(warmed)
     assert monitored["settled"].reference not in excursions  # ended, and every alert resolved
     assert monitored["calm"].reference not in excursions
-    dispatched = monitored["freezing"].dispatched_at
-    assert dispatched
-    frozen_from = (dispatched + datetime.timedelta(hours=2)).strftime("%Y-%m-%d %H")
+    # Its first frozen reading, 2 h after dispatch on the logger's 5-minute grid.
+    frozen = Excursion.objects.get(shipment=monitored["freezing"]).started_at
+    assert datetime.timedelta(hours=2) <= frozen - monitored["freezing"].dispatched_at < datetime.timedelta(hours=2.1)
+    frozen_from = timezone.localtime(frozen).strftime("%Y-%m-%d %H:%M")
     assert re.search(
-        rf"{freezing} Below range {frozen_from}:\d\d ongoing -3 °C 3 h \d+ min early warning, cold; freeze "
+        rf"{freezing} Below range {frozen_from} ongoing -3 °C 3 h \d+ min early warning, cold; freeze "
         "still going on; alerts not resolved",
         excursions,
     ), excursions
