@@ -507,7 +507,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
                 raise RuntimeError(f"not done in {TIMEOUT:g} s: {watch.state(len(load) + len(probes.published))}")
             stack.check()
             probes.send()
-            gate.arrive(watch.arrived())
+            gate.arrive(watch.arrived() - len(probes.published))  # the probes are not held back by the gate
             probes.look()
             published = not any(thread.is_alive() for thread in threads)
             if watch.done(published=published, expected=len(load) + len(probes.published)):

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet
+from django.db import connection
+from django.db.models import BigIntegerField, Count, Func, Q, QuerySet
 from django.utils import timezone
 
 from iot_ingest.models import Reading
@@ -157,15 +158,18 @@ class _Key:
     closed_at: datetime.datetime | None
 
 
+_Row = tuple[int, float, int]  # a reading's device time, value and receipt time; times in coldchain.micros
+
+
 @dataclass(frozen=True)
 class _Mark:
     """Where a watch stood after one of its reads: the monitor's checkpoint, and the watch's own counts."""
 
     checkpoint: coldchain.Checkpoint
-    at: datetime.datetime  # the monitor's last reading then
+    at: int  # the monitor's last reading then (coldchain.micros, as the watch's other times)
     rows: int
-    newest_at: datetime.datetime | None
-    last_received: datetime.datetime | None
+    newest_at: int | None
+    last_received: int | None
 
 
 @dataclass
@@ -175,13 +179,13 @@ class _Watch:
     key: _Key
     monitor: coldchain.Monitor
     rows: int = 0  # readings measured at or before the monitor's last one (repeats and pre-arming ones too)
-    newest_at: datetime.datetime | None = None  # device time of the newest reading read
-    last_received: datetime.datetime | None = None  # when the newest-arrived of them arrived
+    newest_at: int | None = None  # device time of the newest reading read
+    last_received: int | None = None  # when the newest-arrived of them arrived
     # Checkpoints of its last reads, oldest first: a late reading rewinds the monitor to the newest one
     # before it, rather than judging every reading again.
     marks: deque[_Mark] = field(default_factory=lambda: deque(maxlen=CHECKPOINTS))
 
-    def read(self, rows: list[tuple[datetime.datetime, float, datetime.datetime]]) -> None:
+    def read(self, rows: list[_Row]) -> None:
         """Feeds readings in (time, value) order, all after the monitor's last one.
 
         Checkpoints after the last of them and, in a long read, also after
@@ -192,7 +196,7 @@ class _Watch:
         """
         for start, end in pairwise([0, *_checkpoints(len(rows))]):
             chunk = rows[start:end]
-            self.monitor.feed(coldchain.Sample(at, value) for at, value, _received in chunk)
+            self.monitor.feed_micros([(at, value) for at, value, _received in chunk])
             self.rows += len(chunk)
             self.newest_at = max(self.newest_at or chunk[-1][0], chunk[-1][0])
             newest_receipt = max(received for _at, _value, received in chunk)
@@ -202,9 +206,10 @@ class _Watch:
             self._checkpoint()
 
     def _checkpoint(self) -> None:
-        last = self.monitor.last
-        if last is not None:
-            self.marks.append(_Mark(self.monitor.checkpoint(), last.at, self.rows, self.newest_at, self.last_received))
+        checkpoint = self.monitor.checkpoint()
+        if checkpoint.last is not None:
+            at = coldchain.micros(checkpoint.last.at)
+            self.marks.append(_Mark(checkpoint, at, self.rows, self.newest_at, self.last_received))
 
     def resumable(self, readings: QuerySet[Reading]) -> _Mark | None:
         """The newest mark no reading measured at or before it has arrived since: what is stored up to it
@@ -213,8 +218,9 @@ class _Watch:
         marks = list(self.marks)
         if not marks:
             return None
-        counts = readings.filter(measured_at__lte=marks[-1].at).aggregate(
-            **{f"m{n}": Count("measured_at", filter=Q(measured_at__lte=mark.at)) for n, mark in enumerate(marks)}
+        times = [coldchain.moment(mark.at) for mark in marks]
+        counts = readings.filter(measured_at__lte=times[-1]).aggregate(
+            **{f"m{n}": Count("measured_at", filter=Q(measured_at__lte=at)) for n, at in enumerate(times)}
         )
         return next((mark for n, mark in reversed(list(enumerate(marks))) if counts[f"m{n}"] == mark.rows), None)
 
@@ -238,7 +244,7 @@ class _Watch:
         """
         if self.newest_at is None or self.last_received is None:
             return now
-        return self.newest_at + (now - self.last_received)
+        return coldchain.moment(self.newest_at + coldchain.micros(now) - self.last_received)
 
 
 def _checkpoints(count: int) -> list[int]:
@@ -254,20 +260,36 @@ _watches: OrderedDict[int, _Watch] = OrderedDict()  # shipment pk -> its watch, 
 def _watch(shipment: Shipment, key: _Key, readings: QuerySet[Reading]) -> _Watch:
     """The shipment's monitor, brought up to date: rewound to the newest mark that no late reading precedes
     (usually where it stopped) and fed the readings after it; else built again from all of them."""
-    columns = ("measured_at", "value", "received_at")
     watch = _watches.get(shipment.pk)
     if watch is not None and watch.key == key and (mark := watch.resumable(readings)) and watch.rewind(mark):
-        watch.read(
-            list(readings.filter(measured_at__gt=mark.at).order_by("measured_at", "value").values_list(*columns))
-        )
+        watch.read(_rows(readings.filter(measured_at__gt=coldchain.moment(mark.at))))
         _watches.move_to_end(shipment.pk)
         return watch
     watch = _Watch(key, coldchain.Monitor(key.contract, armed_from=key.armed_from))
-    watch.read(sorted(readings.values_list(*columns)))
+    watch.read(_rows(readings))
     _watches[shipment.pk] = watch
     while len(_watches) > WATCHED_SHIPMENTS:
         _watches.popitem(last=False)
     return watch
+
+
+class _Micros(Func):
+    """A time as integer microseconds since the Unix epoch, computed by PostgreSQL (coldchain.micros)."""
+
+    template = "(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint"
+    output_field = BigIntegerField()
+
+
+def _rows(readings: QuerySet[Reading]) -> list[_Row]:
+    """The readings in (time, value) order, as the monitor takes them. PostgreSQL hands over their times as
+    integers: a datetime for each would cost more than the monitor's judging them."""
+    in_order = readings.order_by("measured_at", "value")
+    if connection.vendor == "postgresql":
+        return list(
+            in_order.annotate(m=_Micros("measured_at"), r=_Micros("received_at")).values_list("m", "value", "r")
+        )
+    micros = coldchain.micros
+    return [(micros(m), v, micros(r)) for m, v, r in in_order.values_list("measured_at", "value", "received_at")]
 
 
 def watches_forget() -> None:

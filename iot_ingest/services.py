@@ -14,7 +14,7 @@ import hashlib
 import io
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,9 +183,12 @@ class _Batch:
 
     now: datetime.datetime
     rides: dict[int, list[_Ride]]  # device pk -> its assignments
-    readings: list[tuple[Any, ...]]  # rows of READING_COLUMNS
+    readings: list[tuple[Any, ...]]  # rows of READING_COLUMNS, times as ``text`` gives them
     touched: dict[int, list[float]]  # shipment -> its new temperatures
     seen: dict[int, datetime.datetime]  # device pk -> newest receipt
+    # A time as the readings' rows carry it, the database's text for it: made once per message for the receipt
+    # its readings share, where COPY's CSV writer would format the same datetime for each of them.
+    text: Callable[[datetime.datetime], Any]
 
 
 def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int]:
@@ -215,7 +218,8 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
         envelopes = [(row, _parse(row)) for row in rows]
         devices = _devices({e.device_id for _, e in envelopes if isinstance(e, protocol.Envelope)})
         rides = _rides({device.pk for device in devices.values()})
-        batch = _Batch(now=timezone.now(), rides=rides, readings=[], touched={}, seen={})
+        text = datetime.datetime.isoformat if connection.vendor == "postgresql" else _adapted_time
+        batch = _Batch(now=timezone.now(), rides=rides, readings=[], touched={}, seen={}, text=text)
         checked = [(row, _authenticate(row, envelope, devices)) for row, envelope in envelopes]
         accepted = _accepted_before([c for _, c in checked if isinstance(c, _Verified)])
         for row, verified in checked:
@@ -306,13 +310,16 @@ def _readings_insert(rows: list[tuple[Any, ...]]) -> None:
             cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)", text)
         else:
             marks = ", ".join(["%s"] * len(READING_COLUMNS))
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", _adapted(rows))  # noqa: S608
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
 
 
 def _adapted(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Times as the database backend stores them (SQLite: naive UTC text, which is what it compares)."""
-    adapt = connection.ops.adapt_datetimefield_value
-    return [tuple(adapt(v) if isinstance(v, datetime.datetime) else v for v in row) for row in rows]
+    return [tuple(_adapted_time(v) if isinstance(v, datetime.datetime) else v for v in row) for row in rows]
+
+
+def _adapted_time(at: datetime.datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(at)
 
 
 @dataclass(frozen=True)
@@ -429,7 +436,7 @@ def _settle(
     row.outcome, row.reason, row.detail = Outcome.ACCEPTED, "", ""
     accepted[(device.pk, payload.seq)] = _digest(bytes(row.raw))
     batch.seen[device.pk] = max(batch.seen.get(device.pk, row.received_at), row.received_at)
-    rides = batch.rides.get(device.pk, [])
+    rides, received = batch.rides.get(device.pk, []), batch.text(row.received_at)
     for reading in readings:
         kind = KINDS.get(reading.unit)
         if kind is None:
@@ -438,7 +445,7 @@ def _settle(
         if shipment_id is not None and kind == Reading.Kind.TEMPERATURE:
             batch.touched.setdefault(shipment_id, []).append(reading.value)
         batch.readings.append(
-            (device.pk, shipment_id, row.pk, reading.index, kind, reading.value, reading.at, row.received_at)
+            (device.pk, shipment_id, row.pk, reading.index, kind, reading.value, batch.text(reading.at), received)
         )
 
 

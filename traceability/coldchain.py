@@ -318,7 +318,7 @@ class Monitor:
         _require_aware(armed_from, "armed_from")
         self.contract = contract
         self.armed_from = armed_from
-        self._since = _micros(armed_from)  # the previous reading, for data gaps
+        self._armed = self._since = micros(armed_from)  # ``_since``: the previous reading, for data gaps
         self._cap = contract.max_gap_seconds * _MICROS
         self._settled = _Settled(contract)
         self._pending: tuple[int, float] | None = None  # the last reading: (micros, celsius)
@@ -328,19 +328,27 @@ class Monitor:
 
     @property
     def last(self) -> Sample | None:
-        return None if self._pending is None else Sample(_moment(self._pending[0]), self._pending[1])
+        return None if self._pending is None else Sample(moment(self._pending[0]), self._pending[1])
 
     def feed(self, samples: Iterable[Sample]) -> None:
         """Takes readings in ``(at, celsius)`` order, none before the last one fed (``OutOfOrder``
         otherwise, and nothing of the call is taken). Repeats and readings before arming change nothing."""
-        readings = [(_micros(s.at), s.celsius) for s in samples if s.at >= self.armed_from]
-        previous = self._pending
+        self.feed_micros([(micros(sample.at), sample.celsius) for sample in samples])
+
+    def feed_micros(self, readings: Sequence[tuple[int, float]]) -> None:
+        """``feed`` of readings given as (microseconds since the Unix epoch, °C), as a database can hand them
+        over without a datetime for each: the same order, the same checks."""
+        armed, previous = self._armed, self._pending
         for reading in readings:
-            if previous is not None and reading < previous:
-                raise OutOfOrder(f"a reading at {_moment(reading[0]):%Y-%m-%d %H:%M:%S} comes before the last one")
-            previous = reading
+            at, celsius = reading
+            if not -KELVIN_AT_ZERO_CELSIUS < celsius < math.inf:
+                raise ValueError(f"{celsius} °C is not a temperature; check the logger's sensor")
+            if previous is not None and reading < previous and at >= armed:
+                raise OutOfOrder(f"a reading at {moment(at):%Y-%m-%d %H:%M:%S} comes before the last one")
+            if at >= armed:
+                previous = reading
         for reading in readings:
-            if reading != self._pending:
+            if reading[0] >= armed and reading != self._pending:
                 self._arrive(*reading)
 
     def checkpoint(self) -> Checkpoint:
@@ -377,7 +385,7 @@ class Monitor:
             settled.settle(*self._pending, hold=0)
         gaps = []
         limit = self.contract.max_gap_seconds * _MICROS
-        if until is not None and _micros(until) - self._since > limit:
+        if until is not None and micros(until) - self._since > limit:
             gaps.append(_gap_trigger(self.contract, self._since))
         triggers = settled.fired + self._slow + gaps
         return Evaluation(
@@ -386,7 +394,7 @@ class Monitor:
             mkt_celsius=None if self._window is None or self._pending is None else self._window.current,
             stability_used_seconds=settled.above // _MICROS,
             freeze_thaw_cycles=self._cycles,
-            last_reading_at=None if self._pending is None else _moment(self._pending[0]),
+            last_reading_at=None if self._pending is None else moment(self._pending[0]),
         )
 
     def _arrive(self, at: int, celsius: float) -> None:
@@ -410,7 +418,7 @@ class Monitor:
             limit = self.contract.freeze_thaw_limit
             if limit is not None and self._cycles == limit + 1:
                 detail = f"{self._cycles} freeze-thaw cycle{'s' * (self._cycles > 1)}, more than the limit of {limit}"
-                self._slow.append(Trigger("freeze_thaw", Severity.ALARM, _moment(at), detail))
+                self._slow.append(Trigger("freeze_thaw", Severity.ALARM, moment(at), detail))
 
 
 class _RuleState:
@@ -431,7 +439,7 @@ class _RuleState:
         needed = rule.duration_seconds * _MICROS
         fired = None
         if self.may_fire and self.in_band_for + hold >= needed:
-            fired = _rule_trigger(rule, _moment(at + needed - self.in_band_for))
+            fired = _rule_trigger(rule, moment(at + needed - self.in_band_for))
             self.may_fire = False
         self.in_band_for += hold
         return fired
@@ -498,8 +506,8 @@ class _Settled:
         self.closed.append(
             Excursion(
                 direction=run.direction,
-                started_at=_moment(run.started_at),
-                ended_at=None if ended_at is None else _moment(ended_at),
+                started_at=moment(run.started_at),
+                ended_at=None if ended_at is None else moment(ended_at),
                 peak_celsius=run.peak,
                 duration_seconds=((run.last_at if ended_at is None else ended_at) - run.started_at) // _MICROS,
                 triggers=tuple(sorted(run.triggers, key=_in_time_order)),
@@ -586,7 +594,7 @@ class _RollingMkt:
         if mean > 0.0:
             self.current = MKT_ACTIVATION_KELVIN / (_MKT_SCALE - math.log(mean)) - KELVIN_AT_ZERO_CELSIUS
         else:  # every term underflowed, which only readings near absolute zero do
-            window = [Sample(_moment(a), c) for a, _h, _t, c in inside[head:]] + [Sample(_moment(at), celsius)]
+            window = [Sample(moment(a), c) for a, _h, _t, c in inside[head:]] + [Sample(moment(at), celsius)]
             self.current = mkt(window, max_hold_seconds=self.contract.max_gap_seconds)
         limit = self.contract.mkt_limit_celsius
         assert self.first is not None
@@ -594,7 +602,7 @@ class _RollingMkt:
             return None
         breach = None
         if self.current > limit and not self.above:
-            breach = Trigger("mkt", Severity.BREACH, _moment(at), _mkt_detail(self.current, self.contract))
+            breach = Trigger("mkt", Severity.BREACH, moment(at), _mkt_detail(self.current, self.contract))
         self.above = self.current > limit
         return breach
 
@@ -628,7 +636,7 @@ def mkt(samples: Sequence[Sample], *, max_hold_seconds: int | None = None) -> fl
     if not readings:
         raise ValueError("the mean kinetic temperature needs at least one reading")
     cap = None if max_hold_seconds is None else max_hold_seconds * _MICROS
-    weights = _mkt_weights(_holds([_micros(s.at) for s in readings], cap))
+    weights = _mkt_weights(_holds([micros(s.at) for s in readings], cap))
     if not any(weights):
         weights = [1] * len(readings)
     exponents = [-MKT_ACTIVATION_KELVIN / (s.celsius + KELVIN_AT_ZERO_CELSIUS) for s in readings]
@@ -650,12 +658,14 @@ def _sample_order(sample: Sample) -> tuple[datetime.datetime, float]:
 _ONE_MICROSECOND = datetime.timedelta(microseconds=1)
 
 
-def _micros(at: datetime.datetime) -> int:
+def micros(at: datetime.datetime) -> int:
+    """An aware time as integer microseconds since the Unix epoch, as ``Monitor.feed_micros`` takes it."""
     return (at - _EPOCH) // _ONE_MICROSECOND
 
 
-def _moment(micros: int) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=micros)
+def moment(value: int) -> datetime.datetime:
+    """Microseconds since the Unix epoch (``micros``) back as a UTC time."""
+    return _EPOCH + datetime.timedelta(microseconds=value)
 
 
 def _holds(times: Sequence[int], cap: int | None) -> list[int]:
@@ -723,8 +733,8 @@ def _mkt_detail(value: float, contract: Contract) -> str:
 
 
 def _gap_trigger(contract: Contract, since: int) -> Trigger:
-    detail = f"no reading for {_span(contract.max_gap_seconds)} after {_moment(since):%Y-%m-%d %H:%M:%S} UTC"
-    return Trigger("gap", Severity.WARNING, _moment(since + contract.max_gap_seconds * _MICROS), detail)
+    detail = f"no reading for {_span(contract.max_gap_seconds)} after {moment(since):%Y-%m-%d %H:%M:%S} UTC"
+    return Trigger("gap", Severity.WARNING, moment(since + contract.max_gap_seconds * _MICROS), detail)
 
 
 def _in_time_order(trigger: Trigger) -> tuple[datetime.datetime, str, str]:

@@ -285,11 +285,11 @@ def _records(logger: Logger, temperatures: list[float]) -> list[dict[str, Any]]:
 
 
 def count_fed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """From now on, how many readings each ``Monitor.feed`` call is given, in call order."""
+    """From now on, how many readings each ``Monitor.feed_micros`` call is given, in call order."""
     fed: list[int] = []
-    feed = coldchain.Monitor.feed
+    feed = coldchain.Monitor.feed_micros
     monkeypatch.setattr(
-        coldchain.Monitor, "feed", lambda self, samples: fed.append(len(s := list(samples))) or feed(self, s)
+        coldchain.Monitor, "feed_micros", lambda self, readings: fed.append(len(readings)) or feed(self, readings)
     )
     return fed
 

@@ -32,6 +32,7 @@ from traceability.coldchain import (
     default_contract,
     evaluate,
     merge_profiles,
+    micros,
     mkt,
 )
 
@@ -760,7 +761,10 @@ def test_a_monitor_fed_a_few_readings_at_a_time_says_what_evaluate_says_of_them_
     cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=len(ordered)), max_size=5)))
     monitor = Monitor(BUSY, armed_from=ARMED_FROM)
     for start, end in pairwise([0, *cuts, len(ordered)]):
-        monitor.feed(ordered[start:end])
+        if data.draw(st.booleans(), label="as microseconds"):  # as the database hands them over
+            monitor.feed_micros([(micros(s.at), s.celsius) for s in ordered[start:end]])
+        else:
+            monitor.feed(ordered[start:end])
         fed = ordered[:end]
         assert monitor.evaluation(until=UNTIL) == evaluate(BUSY, fed, armed_from=ARMED_FROM, until=UNTIL)
         assert monitor.last == (max((s for s in fed if s.at >= ARMED_FROM), default=None))
@@ -826,3 +830,13 @@ def test_a_monitor_refuses_a_reading_before_its_last_and_takes_nothing_of_that_c
     assert monitor.evaluation() == before
     monitor.feed([Sample(T0 + datetime.timedelta(hours=1), 5.0), Sample(T0 + datetime.timedelta(hours=1), 5.1)])
     assert monitor.last == Sample(T0 + datetime.timedelta(hours=1), 5.1)
+
+
+@pytest.mark.parametrize("celsius", [math.nan, math.inf, -273.15])
+def test_a_monitor_refuses_a_value_that_is_no_temperature_and_takes_nothing_of_that_call(celsius: float) -> None:
+    monitor = Monitor(BUSY, armed_from=ARMED_FROM)
+    hour = micros(T0 + datetime.timedelta(hours=1))
+    with pytest.raises(ValueError, match="is not a temperature"):
+        monitor.feed_micros([(hour, 5.0), (hour + 60_000_000, celsius)])
+    assert monitor.last is None
+    assert monitor.evaluation() == evaluate(BUSY, [], armed_from=ARMED_FROM)
