@@ -38,6 +38,7 @@ WATCHED_SHIPMENTS = 500  # monitors a worker process keeps: each holds its MKT w
 # workers' batches of one logger, a buffer uploaded late) rewinds it to the newest checkpoint before that reading.
 CHECKPOINTS = 8
 CHECKPOINT_MIN = 32  # readings between two checkpoints of one read, at least
+EVALUATION_SLICE = 0.1  # seconds an evaluation task runs before it queues its other shipments anew
 URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
 
 
@@ -116,16 +117,38 @@ def _contracts(shipment_pks: set[int]) -> dict[int, coldchain.Contract]:
     return fresh
 
 
-def shipments_evaluate(shipment_ids: Iterable[int]) -> list[Alert]:
+def shipments_evaluate(shipment_ids: Iterable[int], *, seconds: float | None = None) -> list[Alert]:
     """Evaluates the shipments' contracts over all their temperature readings (device time); raises alerts.
 
+    With ``seconds``, stops after about that long and queues the evaluation
+    of the others anew, behind the work queued meanwhile: a worker never
+    keeps the readings that arrive waiting behind seconds of evaluation.
     Returns the alerts raised.
     """
     shipment_ids = sorted(set(shipment_ids))
-    cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
     shipments = Shipment.objects.in_bulk(shipment_ids)
     contracts = _contracts(set(shipments))
-    return [alert for pk in shipment_ids if pk in shipments for alert in _evaluate(shipments[pk], contracts[pk])]
+    alerts: list[Alert] = []
+    started = time.monotonic()
+    for n, pk in enumerate(shipment_ids):
+        if seconds is not None and n and time.monotonic() - started > seconds:
+            _evaluation_requeue(shipment_ids[n:])
+            break
+        cache.delete_many([f"{mark}:{pk}" for mark in (URGENT, CALM)])
+        if pk in shipments:
+            alerts += _evaluate(shipments[pk], contracts[pk])
+    return alerts
+
+
+def _evaluation_requeue(shipment_ids: list[int]) -> None:
+    """Queues the evaluation of shipments whose marks are still set (``shipments_evaluate``)."""
+    from iot_ingest.tasks import evaluate_shipments
+
+    try:
+        evaluate_shipments.delay(shipment_ids)
+    except Exception:  # the broker is down; beat evaluates every moving shipment anyway
+        cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
+        logger.warning("could not queue the evaluation of shipments %s", shipment_ids, exc_info=True)
 
 
 def shipment_evaluate(shipment_id: int) -> list[Alert]:
@@ -214,15 +237,22 @@ class _Watch:
     def resumable(self, readings: QuerySet[Reading]) -> _Mark | None:
         """The newest mark no reading measured at or before it has arrived since: what is stored up to it
         is exactly what the watch had read (readings are never deleted, so equal counts are equal sets).
-        One query, whatever the number of marks."""
-        marks = list(self.marks)
-        if not marks:
+
+        Usually the newest mark, which one count confirms; a late reading costs one more query, whatever
+        the number of older marks (a count per mark in one scan costs PostgreSQL four times one count).
+        """
+        if not self.marks:
             return None
-        times = [coldchain.moment(mark.at) for mark in marks]
-        counts = readings.filter(measured_at__lte=times[-1]).aggregate(
+        newest, *older = reversed(self.marks)
+        if readings.filter(measured_at__lte=coldchain.moment(newest.at)).count() == newest.rows:
+            return newest
+        if not older:
+            return None
+        times = [coldchain.moment(mark.at) for mark in older]
+        counts = readings.filter(measured_at__lte=times[0]).aggregate(
             **{f"m{n}": Count("measured_at", filter=Q(measured_at__lte=at)) for n, at in enumerate(times)}
         )
-        return next((mark for n, mark in reversed(list(enumerate(marks))) if counts[f"m{n}"] == mark.rows), None)
+        return next((mark for n, mark in enumerate(older) if counts[f"m{n}"] == mark.rows), None)
 
     def rewind(self, mark: _Mark) -> bool:
         """Back to the mark, forgetting what was read after it; False when the monitor can no longer."""

@@ -29,8 +29,8 @@ def process_messages(self, ids: list[int], adopt: bool = True) -> dict[str, int]
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def evaluate_shipments(shipment_ids: list[int]) -> int:
-    """Evaluates the shipments' contracts; returns how many alerts they raised."""
-    return len(evaluation.shipments_evaluate(shipment_ids))
+    """Evaluates the shipments' contracts, a slice of time at a time; returns how many alerts they raised."""
+    return len(evaluation.shipments_evaluate(shipment_ids, seconds=evaluation.EVALUATION_SLICE))
 
 
 @shared_task(ignore_result=True)
