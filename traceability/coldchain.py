@@ -466,6 +466,8 @@ class _Settled:
         self.closed: list[Excursion] = []
         self.run: _Run | None = None
         self.above = 0
+        self.calm = _calm_bounds(contract)
+        self.at_rest = False  # the last reading was calm: every single-event timer is reset, none can fire
 
     def copy(self) -> _Settled:
         twin = _Settled.__new__(_Settled)
@@ -474,15 +476,24 @@ class _Settled:
         twin.fired, twin.closed = list(self.fired), list(self.closed)
         twin.run = None if self.run is None else dataclasses.replace(self.run, triggers=list(self.run.triggers))
         twin.above = self.above
+        twin.calm, twin.at_rest = self.calm, self.at_rest
         return twin
 
     def settle(self, at: int, celsius: float, *, hold: int) -> None:
+        run, (low, high) = self.run, self.calm
+        calm = low < celsius < high
+        if calm and self.at_rest and run is not None and run.direction is None:
+            # Most readings: another calm one, after a calm one. No rule's timer moves (single-event ones are
+            # reset already, cumulative ones count only time in band); the run inside the range goes on.
+            run.last_at = at
+            run.peak = min(run.peak, celsius)
+            return
+        self.at_rest = calm
         fired = [trigger for state in self.rules if (trigger := state.settle(at, celsius, hold))]
         self.fired += fired
         if celsius >= self.contract.max_celsius:
             self.above += hold
         direction = _outside(self.contract, celsius)
-        run = self.run
         if run is None or run.direction != direction:
             if run is not None:
                 self._close(run, ended_at=at)
@@ -605,6 +616,13 @@ class _RollingMkt:
             breach = Trigger("mkt", Severity.BREACH, moment(at), _mkt_detail(self.current, self.contract))
         self.above = self.current > limit
         return breach
+
+
+def _calm_bounds(contract: Contract) -> tuple[float, float]:
+    """The open interval of the values that are ``calm`` under the contract."""
+    below = [rule.threshold_celsius for rule in contract.rules if rule.band == Band.BELOW]
+    above = [rule.threshold_celsius for rule in contract.rules if rule.band == Band.ABOVE]
+    return max([contract.min_celsius, *below]), min([contract.max_celsius, *above])
 
 
 def calm(contract: Contract, celsius: float) -> bool:

@@ -7,14 +7,17 @@ derived from the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 from itertools import pairwise
+from unittest import mock
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from traceability import coldchain
 from traceability.coldchain import (
     Band,
     Contract,
@@ -750,6 +753,42 @@ def test_a_calm_reading_starts_no_excursion_and_fires_no_rule_at_its_own_time(
     assert all(e.started_at < reading.at for e in after.excursions)
     new = set(after.triggers) - set(before.triggers)
     assert all(t.at <= reading.at for t in new if t.key.startswith("rule:"))
+
+
+@PROPERTY
+@given(
+    trip=st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=4 * HOUR),
+            st.one_of(st.floats(min_value=2.0, max_value=8.0), ON_THE_LINES, TEMPERATURES),
+        ),
+        max_size=60,
+    ).map(lambda points: [Sample(T0 + datetime.timedelta(seconds=s), c) for s, c in points]),
+    contract=st.sampled_from(
+        [
+            BUSY,
+            default_contract(StorageProfile.REFRIGERATED, stability_budget_minutes=240, freeze_sensitive=True),
+            # rules whose bands reach inside the range: a reading can be in band and not an excursion
+            dataclasses.replace(
+                BUSY,
+                rules=(
+                    *BUSY.rules,
+                    Rule("warmish", ABOVE, 6.5, 15 * MINUTE, SINGLE, WARNING),
+                    Rule("warmish in total", ABOVE, 7.0, 30 * MINUTE, CUMULATIVE, WARNING),
+                    Rule("coolish", BELOW, 3.0, 0, SINGLE, WARNING),
+                ),
+            ),
+        ]
+    ),
+)
+def test_the_short_way_for_calm_readings_after_calm_ones_judges_as_the_rules_do(
+    trip: list[Sample], contract: Contract
+) -> None:
+    low, high = coldchain._calm_bounds(contract)
+    assert all(calm(contract, sample.celsius) == (low < sample.celsius < high) for sample in trip)
+    quick = evaluate(contract, trip, armed_from=ARMED_FROM, until=UNTIL)
+    with mock.patch.object(coldchain, "_calm_bounds", return_value=(math.inf, -math.inf)):  # nothing is calm
+        assert evaluate(contract, trip, armed_from=ARMED_FROM, until=UNTIL) == quick
 
 
 @PROPERTY
