@@ -15,11 +15,13 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from celery import current_task
+from celery.utils import nodenames
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import BigIntegerField, Count, Func, Q, QuerySet
@@ -40,6 +42,9 @@ CHECKPOINTS = 8
 CHECKPOINT_MIN = 32  # readings between two checkpoints of one read, at least
 EVALUATION_SLICE = 0.1  # seconds an evaluation task runs before it queues its other shipments anew
 URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
+# A shipment's evaluations go to the worker that evaluated it last, whose monitor has read all but the newest
+# readings (any other would read again what arrived since its own last look), for as long after as this.
+EVALUATOR, EVALUATOR_SECONDS = "evaluator", 60
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
@@ -73,23 +78,42 @@ def evaluation_after_processing(shipment_ids: Iterable[int], *, urgent: Iterable
 
 
 def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None:
-    from iot_ingest.tasks import evaluate_shipments
-
     # Two round trips to the cache, whatever the number of shipments. Two processes can both find a shipment
     # unmarked and both queue it: one evaluation too many, never one too few. A short expiry bounds the cost
     # of a per-process cache (several workers without CACHE_URL): a mark another process's task could not
     # clear lapses within seconds.
     keys = {f"{mark}:{pk}": pk for pk in shipment_ids}
-    marked = cache.get_many(list(keys))
-    due = {key: pk for key, pk in keys.items() if key not in marked}
+    found = cache.get_many([*keys, *(f"{EVALUATOR}:{pk}" for pk in shipment_ids)])
+    due = {key: pk for key, pk in keys.items() if key not in found}
     if not due:
         return
     cache.set_many(dict.fromkeys(due, 1), timeout=delay + 2)
+    by_worker: dict[str | None, list[int]] = defaultdict(list)
+    for pk in due.values():
+        by_worker[found.get(f"{EVALUATOR}:{pk}")].append(pk)
+    for worker, pks in by_worker.items():
+        _evaluation_send(pks, worker=worker, countdown=delay)
+
+
+def _evaluation_send(shipment_ids: list[int], *, worker: str | None, countdown: int = 0) -> None:
+    """Sends an evaluation task to the worker's own queue, or to the shared one (``worker`` None); unmarks
+    the shipments when the broker cannot take it."""
+    from iot_ingest.tasks import evaluate_shipments
+
     try:
-        evaluate_shipments.apply_async((list(due.values()),), countdown=delay or None)
+        queue = nodenames.worker_direct(worker) if worker else None
+        evaluate_shipments.apply_async((shipment_ids,), countdown=countdown or None, queue=queue)
     except Exception:  # the broker is down; beat evaluates every moving shipment anyway
-        cache.delete_many(list(due))
-        logger.warning("could not queue the evaluation of shipments %s", due, exc_info=True)
+        cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
+        logger.warning("could not queue the evaluation of shipments %s", shipment_ids, exc_info=True)
+
+
+def _this_worker() -> str | None:
+    """The name of the Celery worker running the current task (None outside one, or run eagerly)."""
+    request = current_task.request if current_task else None
+    if request is None or request.is_eager or not request.hostname:
+        return None
+    return str(request.hostname)
 
 
 def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
@@ -129,26 +153,18 @@ def shipments_evaluate(shipment_ids: Iterable[int], *, seconds: float | None = N
     shipments = Shipment.objects.in_bulk(shipment_ids)
     contracts = _contracts(set(shipments))
     alerts: list[Alert] = []
-    started = time.monotonic()
+    started, worker = time.monotonic(), _this_worker()
     for n, pk in enumerate(shipment_ids):
         if seconds is not None and n and time.monotonic() - started > seconds:
-            _evaluation_requeue(shipment_ids[n:])
+            _evaluation_send(shipment_ids[n:], worker=worker)  # their marks are still set
+            shipment_ids = shipment_ids[:n]
             break
         cache.delete_many([f"{mark}:{pk}" for mark in (URGENT, CALM)])
         if pk in shipments:
             alerts += _evaluate(shipments[pk], contracts[pk])
+    if worker:
+        cache.set_many({f"{EVALUATOR}:{pk}": worker for pk in shipment_ids}, timeout=EVALUATOR_SECONDS)
     return alerts
-
-
-def _evaluation_requeue(shipment_ids: list[int]) -> None:
-    """Queues the evaluation of shipments whose marks are still set (``shipments_evaluate``)."""
-    from iot_ingest.tasks import evaluate_shipments
-
-    try:
-        evaluate_shipments.delay(shipment_ids)
-    except Exception:  # the broker is down; beat evaluates every moving shipment anyway
-        cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
-        logger.warning("could not queue the evaluation of shipments %s", shipment_ids, exc_info=True)
 
 
 def shipment_evaluate(shipment_id: int) -> list[Alert]:
