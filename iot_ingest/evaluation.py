@@ -6,7 +6,8 @@ the last one. A late reading, measured before the newest one already judged,
 rewinds the monitor to a checkpoint of an earlier evaluation, before that
 reading; only one older than all of them makes it judge every reading again.
 Out-of-range readings are evaluated at once, by the worker that stored them;
-calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``, by
+calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``, by the
+worker that evaluated the shipment last (its monitor is warm), else by
 whichever worker takes the task.
 """
 
