@@ -6,7 +6,7 @@ import datetime
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from traceability.pages import charts
@@ -206,6 +206,7 @@ def test_midnight_and_long_charts_carry_the_date() -> None:
 
 
 @given(st.integers(min_value=60, max_value=400 * 86400))
+@example(420)  # 7 one-minute steps from a round start: 8 round times, both ends included (found by Hypothesis)
 def test_there_are_never_too_many_time_ticks(seconds: int) -> None:
     ticks = time_ticks(T0, T0 + datetime.timedelta(seconds=seconds))
     assert 1 <= len(ticks) <= charts.MAX_TICKS

@@ -232,9 +232,10 @@ def time_ticks(start: datetime.datetime, end: datetime.datetime) -> list[tuple[d
     falls on midnight, it carries the date too (``MM-DD HH:MM``).
     """
     seconds = (end - start).total_seconds()
-    step = next((s for s in TIME_STEPS if seconds / s <= MAX_TICKS), None)
+    # A span of n steps can hold n + 1 round times, both ends included (a start on one, then every step).
+    step = next((s for s in TIME_STEPS if seconds / s <= MAX_TICKS - 1), None)
     if step is None:
-        step = math.ceil(seconds / MAX_TICKS / 86400) * 86400
+        step = math.ceil(seconds / (MAX_TICKS - 1) / 86400) * 86400
     first = math.ceil((start - _EPOCH).total_seconds() / step) * step
     ticks = []
     at = _EPOCH + datetime.timedelta(seconds=first)
