@@ -127,11 +127,38 @@ def inbox_receive(messages: Sequence[RawMessage], *, enqueue: bool = True) -> li
             row.detail = f"{len(message.raw)} bytes; the limit is {protocol.MAX_MESSAGE_BYTES}"
         rows.append(row)
     with transaction.atomic():
-        rows = InboxMessage.objects.bulk_create(rows)
+        _inbox_insert(rows)
         if enqueue:
             pending = [row.pk for row in rows if row.outcome == Outcome.PENDING]
             transaction.on_commit(lambda: enqueue_processing(pending))
     return rows
+
+
+INBOX_COLUMNS = ("transport", "topic", "raw", "received_at", "outcome", "reason", "detail", "attempts", "processed_at")
+
+
+def _inbox_insert(rows: list[InboxMessage]) -> None:
+    """``bulk_create`` of new inbox rows, their ids set. On PostgreSQL one ``INSERT ... SELECT`` from an array
+    per column: Django prepares every value of every row through its field, which cost ingest five times the
+    rest of the insert. Rows come back in the order given, as ``bulk_create`` itself relies on."""
+    if connection.vendor != "postgresql":
+        InboxMessage.objects.bulk_create(rows)
+        return
+    fields = {field.attname: field for field in InboxMessage._meta.concrete_fields}
+    arrays = ", ".join(f"%s::{fields[column].cast_db_type(connection)}[]" for column in INBOX_COLUMNS)
+    values = [
+        [psycopg2.Binary(row.raw) if column == "raw" else getattr(row, column) for row in rows]
+        for column in INBOX_COLUMNS
+    ]
+    table = connection.ops.quote_name(InboxMessage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(INBOX_COLUMNS)}) SELECT * FROM unnest({arrays}) RETURNING id",  # noqa: S608
+            values,
+        )
+        for row, (pk,) in zip(rows, cursor.fetchall(), strict=True):
+            row.pk = pk
+            row._state.adding, row._state.db = False, connection.alias
 
 
 def enqueue_processing(ids: Sequence[int]) -> None:

@@ -146,6 +146,38 @@ def test_readings_belong_to_the_shipment_the_logger_rode_with_at_that_time(
     assert attributed == {5.1: None, 5.3: shipment.pk, 8.6: shipment.pk}
 
 
+def test_the_inbox_keeps_each_message_as_received_in_the_order_given() -> None:
+    too_large = b"x" * (protocol.MAX_MESSAGE_BYTES + 1)
+    received = [
+        services.RawMessage(VECTOR, "mqtt", "coldtrace/v1/devices/LOG-0001/readings", VECTOR_RECEIVED),
+        services.RawMessage(too_large, "http"),
+        services.RawMessage(bytes(range(256)), "mqtt", "", VECTOR_RECEIVED + datetime.timedelta(seconds=1)),
+    ]
+    rows = services.inbox_receive(received, enqueue=False)
+    stored = InboxMessage.objects.in_bulk([row.pk for row in rows])
+    assert [row.pk for row in rows] == sorted(stored)  # ids in the order given, each on its own row
+    for message, row in zip(received, rows, strict=True):
+        kept = stored[row.pk]
+        assert (kept.transport, kept.topic, bytes(kept.raw)) == (message.transport, message.topic, bytes(row.raw))
+        assert kept.received_at == row.received_at == (message.received_at or kept.received_at)
+        assert (kept.outcome, kept.reason, kept.detail, kept.attempts) == (row.outcome, row.reason, row.detail, 0)
+        assert (kept.processed_at, kept.device_id, kept.seq) == (row.processed_at, None, None)
+    assert [bytes(stored[row.pk].raw) for row in rows] == [
+        VECTOR,
+        too_large[: protocol.MAX_MESSAGE_BYTES],
+        bytes(range(256)),
+    ]
+    assert [stored[row.pk].outcome for row in rows] == ["pending", "rejected", "pending"]
+    assert stored[rows[1].pk].reason == "too_large"
+    assert stored[rows[1].pk].processed_at is not None
+
+
+def test_the_inbox_insert_writes_every_column_a_new_message_has() -> None:
+    # PostgreSQL's insert names its columns (services.INBOX_COLUMNS): one added to the model must be added there
+    unset = {"id", "device_id", "seq"}  # the database's, and processing's
+    assert set(services.INBOX_COLUMNS) == {f.attname for f in InboxMessage._meta.concrete_fields} - unset
+
+
 def test_a_failing_row_becomes_a_dead_letter_after_repeated_attempts(logger: Device) -> None:
     [row] = services.inbox_receive([services.RawMessage(VECTOR, "mqtt", "", VECTOR_RECEIVED)], enqueue=False)
     for _ in range(services.MAX_ATTEMPTS):
