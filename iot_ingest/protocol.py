@@ -359,13 +359,14 @@ def resolve(payload: Payload, *, received_at: datetime.datetime) -> list[Reading
     """
     if received_at.utcoffset() is None:
         raise ValueError("received_at must be timezone-aware")
+    window = _Window(received_at.astimezone(datetime.UTC))
     readings = []
     base = _Base()
     for index, item in enumerate(payload.senml):
         record = _record(item, index)
         _check_shape(record, index)
         base = base.updated(record, index)
-        reading = _reading(record, base, index, received_at)
+        reading = _reading(record, base, index, window)
         if reading is not None:
             readings.append(reading)
     return readings
@@ -450,7 +451,7 @@ def _number[T](record: dict[str, Any], field: str, index: int, default: T) -> fl
     return number
 
 
-def _reading(record: dict[str, Any], base: _Base, index: int, received_at: datetime.datetime) -> Reading | None:
+def _reading(record: dict[str, Any], base: _Base, index: int, window: _Window) -> Reading | None:
     """The record resolved, or None when its unit is not evaluated; checks name, value, time and range."""
     name = base.name + record.get("n", "")
     if not _good_name(name):
@@ -462,7 +463,7 @@ def _reading(record: dict[str, Any], base: _Base, index: int, received_at: datet
     if unit is None or unit not in VALUE_RANGES:
         return None
     value = _value(record, base, index, unit)
-    at = _time(_number(record, "t", index, 0.0) + base.time, received_at, index)
+    at = _time(_number(record, "t", index, 0.0) + base.time, window, index)
     low, high = VALUE_RANGES[unit]
     if not low <= value <= high:
         raise Rejected(
@@ -489,20 +490,30 @@ def _value(record: dict[str, Any], base: _Base, index: int, unit: str) -> float:
     raise _invalid(index, f"is in {unit} but has no numeric value v (nor a base value bv)")
 
 
-def _time(seconds: float, received_at: datetime.datetime, index: int) -> datetime.datetime:
+class _Window:
+    """The times a message's readings may have: received_at (in UTC) and its bounds, worked out once a message."""
+
+    __slots__ = ("earliest", "latest", "received_at")
+
+    def __init__(self, received_at: datetime.datetime) -> None:
+        self.received_at, self.earliest, self.latest = received_at, received_at - MAX_AGE, received_at + MAX_FUTURE
+
+
+def _time(seconds: float, window: _Window, index: int) -> datetime.datetime:
     """The resolved time (RFC 8428 section 4.5.3) in UTC, or ``time_out_of_window`` (spec, "SenML rules")."""
-    origin = received_at if seconds < RELATIVE_TIME_LIMIT else EPOCH
+    received_at = window.received_at
+    origin = received_at if seconds < RELATIVE_TIME_LIMIT else EPOCH  # both in UTC, and so is the sum
     try:
-        at = (origin + datetime.timedelta(seconds=seconds)).astimezone(datetime.UTC)
+        at = origin + datetime.timedelta(seconds=seconds)
     except OverflowError:
         raise Rejected("time_out_of_window", f"record {index} has time {seconds:g}, beyond any calendar") from None
-    if at > received_at + MAX_FUTURE:
+    if at > window.latest:
         raise Rejected(
             "time_out_of_window",
             f"record {index} is dated {at.isoformat()}, {at - received_at} after receipt; "
             "at most 5 minutes ahead is accepted: check the logger's clock",
         )
-    if at < received_at - MAX_AGE:
+    if at < window.earliest:
         raise Rejected(
             "time_out_of_window",
             f"record {index} is dated {at.isoformat()}, {received_at - at} before receipt; "
