@@ -37,7 +37,6 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import redis
-from celery.utils import nodenames
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -496,7 +495,7 @@ def _publishing(messages: Sequence[Message], gate: Gate, errors: list[BaseExcept
 
 def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Message]], *, rate: float) -> Result:
     """Publishes the load, and probes while it lasts; returns once every reading is stored and evaluated."""
-    watch = _Watch(stack.queue, stack.names)
+    watch = _Watch(stack.queue)
     probes = _Probes(probe_messages)
     gate, errors = Gate(AHEAD, rate), list[BaseException]()
     cpu = CpuMeter(stack)
@@ -617,15 +616,11 @@ class _Probes:
 class _Watch:
     """When every message was in the inbox, and when every one was processed and its shipment evaluated."""
 
-    def __init__(self, queue: str, workers: Sequence[str]) -> None:
+    def __init__(self, queue: str) -> None:
         self.base, self.counted = self._top(), InboxMessage.objects.count()
-        # The bench's queue, and each worker's own (evaluations go to the worker that evaluated a shipment last).
-        self.keys = [
-            key for name in (queue, *(nodenames.worker_direct(w).name for w in workers)) for key in _queue_keys(name)
-        ]
+        self.keys = _queue_keys(queue)
         self.redis = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        # What ends kombu's unacked entry [message, exchange, routing key]: a worker's name routes to its own queue.
-        self.routings = tuple(f'"{key}"]'.encode() for key in (queue, *workers))
+        self.routing = f'"{queue}"]'.encode()  # ends kombu's unacked entry [message, exchange, routing key]
         self.inboxed_at: float | None = None
         self.stored_at: float | None = None  # every message in the inbox processed; evaluations may be queued
         self.done_at: float | None = None
@@ -663,7 +658,7 @@ class _Watch:
                 pipe.llen(key)
             pipe.hvals("unacked")
             *lengths, unacked = pipe.execute()
-        return any(lengths) or any(entry.endswith(self.routings) for entry in unacked)
+        return any(lengths) or any(entry.endswith(self.routing) for entry in unacked)
 
     def state(self, expected: int) -> str:
         """Where the load stands, for a run that does not finish (a task lost, messages dropped)."""

@@ -6,8 +6,7 @@ the last one. A late reading, measured before the newest one already judged,
 rewinds the monitor to a checkpoint of an earlier evaluation, before that
 reading; only one older than all of them makes it judge every reading again.
 Out-of-range readings are evaluated at once, by the worker that stored them;
-calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``, by the
-worker that evaluated the shipment last (its monitor is warm), else by
+calm ones (``coldchain.calm``) together, within ``CALM_SECONDS``, by
 whichever worker takes the task.
 """
 
@@ -16,13 +15,11 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from celery import current_task
-from celery.utils import nodenames
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import BigIntegerField, Count, Func, Q, QuerySet
@@ -43,9 +40,6 @@ CHECKPOINTS = 8
 CHECKPOINT_MIN = 32  # readings between two checkpoints of one read, at least
 EVALUATION_SLICE = 0.1  # seconds an evaluation task runs before it queues its other shipments anew
 URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
-# A shipment's evaluations go to the worker that evaluated it last, whose monitor has read all but the newest
-# readings (any other would read again what arrived since its own last look), for as long after as this.
-EVALUATOR, EVALUATOR_SECONDS = "evaluator", 60
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
@@ -84,37 +78,23 @@ def _evaluation_queue(shipment_ids: list[int], *, mark: str, delay: int) -> None
     # of a per-process cache (several workers without CACHE_URL): a mark another process's task could not
     # clear lapses within seconds.
     keys = {f"{mark}:{pk}": pk for pk in shipment_ids}
-    found = cache.get_many([*keys, *(f"{EVALUATOR}:{pk}" for pk in shipment_ids)])
-    due = {key: pk for key, pk in keys.items() if key not in found}
+    marked = cache.get_many(list(keys))
+    due = {key: pk for key, pk in keys.items() if key not in marked}
     if not due:
         return
     cache.set_many(dict.fromkeys(due, 1), timeout=delay + 2)
-    by_worker: dict[str | None, list[int]] = defaultdict(list)
-    for pk in due.values():
-        by_worker[found.get(f"{EVALUATOR}:{pk}")].append(pk)
-    for worker, pks in by_worker.items():
-        _evaluation_send(pks, worker=worker, countdown=delay)
+    _evaluation_send(list(due.values()), countdown=delay)
 
 
-def _evaluation_send(shipment_ids: list[int], *, worker: str | None, countdown: int = 0) -> None:
-    """Sends an evaluation task to the worker's own queue, or to the shared one (``worker`` None); unmarks
-    the shipments when the broker cannot take it."""
+def _evaluation_send(shipment_ids: list[int], *, countdown: int = 0) -> None:
+    """Sends an evaluation task; unmarks the shipments when the broker cannot take it."""
     from iot_ingest.tasks import evaluate_shipments
 
     try:
-        queue = nodenames.worker_direct(worker) if worker else None
-        evaluate_shipments.apply_async((shipment_ids,), countdown=countdown or None, queue=queue)
+        evaluate_shipments.apply_async((shipment_ids,), countdown=countdown or None)
     except Exception:  # the broker is down; beat evaluates every moving shipment anyway
         cache.delete_many([f"{mark}:{pk}" for pk in shipment_ids for mark in (URGENT, CALM)])
         logger.warning("could not queue the evaluation of shipments %s", shipment_ids, exc_info=True)
-
-
-def _this_worker() -> str | None:
-    """The name of the Celery worker running the current task (None outside one, or run eagerly)."""
-    request = current_task.request if current_task else None
-    if request is None or request.is_eager or not request.hostname:
-        return None
-    return str(request.hostname)
 
 
 def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
@@ -154,17 +134,14 @@ def shipments_evaluate(shipment_ids: Iterable[int], *, seconds: float | None = N
     shipments = Shipment.objects.in_bulk(shipment_ids)
     contracts = _contracts(set(shipments))
     alerts: list[Alert] = []
-    started, worker = time.monotonic(), _this_worker()
+    started = time.monotonic()
     for n, pk in enumerate(shipment_ids):
         if seconds is not None and n and time.monotonic() - started > seconds:
-            _evaluation_send(shipment_ids[n:], worker=worker)  # their marks are still set
-            shipment_ids = shipment_ids[:n]
+            _evaluation_send(shipment_ids[n:])  # their marks are still set: nobody queues them meanwhile
             break
         cache.delete_many([f"{mark}:{pk}" for mark in (URGENT, CALM)])
         if pk in shipments:
             alerts += _evaluate(shipments[pk], contracts[pk])
-    if worker:
-        cache.set_many({f"{EVALUATOR}:{pk}": worker for pk in shipment_ids}, timeout=EVALUATOR_SECONDS)
     return alerts
 
 

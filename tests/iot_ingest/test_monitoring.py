@@ -295,18 +295,16 @@ def count_fed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return fed
 
 
-Queued = list[tuple[list[int], int | None, str | None]]
+Queued = list[tuple[list[int], int | None]]
 
 
 @pytest.fixture
 def queued(monkeypatch: pytest.MonkeyPatch) -> Queued:
-    """The evaluation tasks queued, as (shipment ids, countdown, a worker's own queue), instead of sent."""
+    """The evaluation tasks queued, as (shipment ids, countdown), instead of sent."""
     sent: Queued = []
-
-    def send(args: tuple[list[int]], countdown: int | None = None, queue: Any = None) -> None:
-        sent.append((args[0], countdown, queue and queue.name))
-
-    monkeypatch.setattr(tasks.evaluate_shipments, "apply_async", send)
+    monkeypatch.setattr(
+        tasks.evaluate_shipments, "apply_async", lambda args, countdown=None: sent.append((args[0], countdown))
+    )
     return sent
 
 
@@ -331,44 +329,22 @@ def test_a_reading_out_of_range_is_evaluated_at_once_by_its_worker_and_calm_ones
 
     receive([5.0, 5.5])
     receive([6.0])  # already queued: taken by the same evaluation
-    assert (queued, evaluated) == ([([shipment.pk], evaluation.CALM_SECONDS, None)], [])
+    assert (queued, evaluated) == ([([shipment.pk], evaluation.CALM_SECONDS)], [])
     receive([5.0, 9.0])  # evaluated here, after the commit, not queued behind other work
     assert (queued[1:], evaluated) == ([], [shipment.pk])
 
     receive([5.0])  # that evaluation has read every reading so far: a later one needs another
-    assert queued[1:] == [([shipment.pk], evaluation.CALM_SECONDS, None)]
+    assert queued[1:] == [([shipment.pk], evaluation.CALM_SECONDS)]
 
 
-def test_a_shipments_evaluations_go_to_the_worker_that_evaluated_it_last_until_that_lapses(
-    shipment: Shipment, queued: Queued, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(evaluation, "_this_worker", lambda: "w1@host")
-    evaluation.evaluation_request([shipment.pk])
-    assert queued == [([shipment.pk], evaluation.CALM_SECONDS, None)]  # nobody's monitor is warm yet: shared
-
-    evaluation.shipments_evaluate([shipment.pk])  # by w1, which now holds its monitor
-    evaluation.evaluation_request([shipment.pk])
-    assert queued[1:] == [([shipment.pk], evaluation.CALM_SECONDS, "w1@host.dq2")]
-
-    cache.delete_many([f"{evaluation.CALM}:{shipment.pk}", f"{evaluation.EVALUATOR}:{shipment.pk}"])  # lapsed
-    evaluation.evaluation_request([shipment.pk])
-    assert queued[2:] == [([shipment.pk], evaluation.CALM_SECONDS, None)]
-
-
-def test_an_evaluation_task_out_of_time_sends_the_rest_to_its_own_worker_still_marked(
-    shipment: Shipment, queued: Queued, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(evaluation, "_this_worker", lambda: "w1@host")
+def test_an_evaluation_task_out_of_time_queues_the_rest_anew_still_marked(shipment: Shipment, queued: Queued) -> None:
     later = shipment.pk + 1_000_000  # evaluated after it, in id order
     evaluation.evaluation_request([shipment.pk, later])
     evaluation.shipments_evaluate([shipment.pk, later], seconds=0)  # time for one shipment only
 
-    assert queued[1:] == [([later], None, "w1@host.dq2")]
+    assert queued[1:] == [([later], None)]  # at once, behind what was queued meanwhile
     assert cache.get(f"{evaluation.CALM}:{later}") == 1  # still queued: no other evaluation is queued for it
     assert cache.get(f"{evaluation.CALM}:{shipment.pk}") is None
-    assert cache.get_many([f"{evaluation.EVALUATOR}:{pk}" for pk in (shipment.pk, later)]) == {
-        f"{evaluation.EVALUATOR}:{shipment.pk}": "w1@host"
-    }
 
 
 def test_an_urgent_evaluation_that_fails_is_queued_and_the_readings_stay_stored(
@@ -389,7 +365,7 @@ def test_an_urgent_evaluation_that_fails_is_queued_and_the_readings_stay_stored(
         counts = services.messages_process([row.pk for row in rows])
 
     assert counts == {"accepted": 1}
-    assert queued == [([shipment.pk], None, None)]
+    assert queued == [([shipment.pk], None)]
     assert Reading.objects.filter(shipment=shipment, value=9.5).count() == 1
 
 
