@@ -99,8 +99,8 @@ def _evaluation_send(shipment_ids: list[int], *, countdown: int = 0) -> None:
 
 def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
     """The shipments with a new temperature that is not calm under their contract (``coldchain.calm``)."""
-    contracts = _contracts(set(temperatures))
-    return {pk for pk, values in temperatures.items() if not all(coldchain.calm(contracts[pk], v) for v in values)}
+    bounds = {pk: coldchain.calm_bounds(contract) for pk, contract in _contracts(set(temperatures)).items()}
+    return {pk for pk, values in temperatures.items() if not all(bounds[pk][0] < v < bounds[pk][1] for v in values)}
 
 
 _contract_cache: dict[int, tuple[float, coldchain.Contract]] = {}  # shipment pk -> (good until, contract)

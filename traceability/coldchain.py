@@ -338,17 +338,15 @@ class Monitor:
     def feed_micros(self, readings: Sequence[tuple[int, float]]) -> None:
         """``feed`` of readings given as (microseconds since the Unix epoch, °C), as a database can hand them
         over without a datetime for each: the same order, the same checks."""
-        armed, previous = self._armed, self._pending
-        for reading in readings:
-            at, celsius = reading
+        for _at, celsius in readings:
             if not -KELVIN_AT_ZERO_CELSIUS < celsius < math.inf:
                 raise ValueError(f"{celsius} °C is not a temperature; check the logger's sensor")
-            if previous is not None and reading < previous and at >= armed:
-                raise OutOfOrder(f"a reading at {moment(at):%Y-%m-%d %H:%M:%S} comes before the last one")
-            if at >= armed:
-                previous = reading
-        for reading in readings:
-            if reading[0] >= armed and reading != self._pending:
+        armed = [reading for reading in readings if reading[0] >= self._armed]
+        for previous, reading in pairwise(armed if self._pending is None else [self._pending, *armed]):
+            if reading < previous:
+                raise OutOfOrder(f"a reading at {moment(reading[0]):%Y-%m-%d %H:%M:%S} comes before the last one")
+        for reading in armed:
+            if reading != self._pending:
                 self._arrive(*reading)
 
     def checkpoint(self) -> Checkpoint:
@@ -466,7 +464,7 @@ class _Settled:
         self.closed: list[Excursion] = []
         self.run: _Run | None = None
         self.above = 0
-        self.calm = _calm_bounds(contract)
+        self.calm = calm_bounds(contract)
         self.at_rest = False  # the last reading was calm: every single-event timer is reset, none can fire
 
     def copy(self) -> _Settled:
@@ -618,8 +616,9 @@ class _RollingMkt:
         return breach
 
 
-def _calm_bounds(contract: Contract) -> tuple[float, float]:
-    """The open interval of the values that are ``calm`` under the contract."""
+def calm_bounds(contract: Contract) -> tuple[float, float]:
+    """The open interval of the values that are ``calm`` under the contract: strictly inside its range, below
+    every band above (value >= threshold) and above every band below (value <= threshold)."""
     below = [rule.threshold_celsius for rule in contract.rules if rule.band == Band.BELOW]
     above = [rule.threshold_celsius for rule in contract.rules if rule.band == Band.ABOVE]
     return max([contract.min_celsius, *below]), min([contract.max_celsius, *above])
@@ -634,9 +633,8 @@ def calm(contract: Contract, celsius: float) -> bool:
     completes the duration of the reading before it, fills or ends a data gap,
     moves the rolling MKT, or thaws a frozen load.
     """
-    if not contract.min_celsius < celsius < contract.max_celsius:
-        return False
-    return not any(_in_band(rule.band, rule.threshold_celsius, celsius) for rule in contract.rules)
+    low, high = calm_bounds(contract)
+    return low < celsius < high
 
 
 def mkt(samples: Sequence[Sample], *, max_hold_seconds: int | None = None) -> float:

@@ -784,10 +784,16 @@ def test_a_calm_reading_starts_no_excursion_and_fires_no_rule_at_its_own_time(
 def test_the_short_way_for_calm_readings_after_calm_ones_judges_as_the_rules_do(
     trip: list[Sample], contract: Contract
 ) -> None:
-    low, high = coldchain._calm_bounds(contract)
-    assert all(calm(contract, sample.celsius) == (low < sample.celsius < high) for sample in trip)
+    def in_band(rule: Rule, celsius: float) -> bool:
+        return celsius >= rule.threshold_celsius if rule.band == ABOVE else celsius <= rule.threshold_celsius
+
+    def in_no_band_inside_the_range(celsius: float) -> bool:  # calm, as its docstring defines it
+        inside = contract.min_celsius < celsius < contract.max_celsius
+        return inside and not any(in_band(rule, celsius) for rule in contract.rules)
+
+    assert all(calm(contract, sample.celsius) == in_no_band_inside_the_range(sample.celsius) for sample in trip)
     quick = evaluate(contract, trip, armed_from=ARMED_FROM, until=UNTIL)
-    with mock.patch.object(coldchain, "_calm_bounds", return_value=(math.inf, -math.inf)):  # nothing is calm
+    with mock.patch.object(coldchain, "calm_bounds", return_value=(math.inf, -math.inf)):  # nothing is calm
         assert evaluate(contract, trip, armed_from=ARMED_FROM, until=UNTIL) == quick
 
 
