@@ -112,7 +112,7 @@ class Process:
             self.popen = subprocess.Popen(
                 list(command),
                 cwd=ROOT,
-                env=env,
+                env={**env, "PYTHONFAULTHANDLER": "1"},  # stacks in the log when stop() has to abort it
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -145,12 +145,16 @@ class Process:
         self.signal(signal.SIGCONT)
 
     def stop(self, timeout: float = 20) -> int:
-        """SIGTERM, and SIGKILL if it has not exited within ``timeout`` seconds."""
+        """SIGTERM; if it has not exited within ``timeout`` seconds, SIGABRT (a Python process prints every
+        thread's stack to its log: ``PYTHONFAULTHANDLER``), then SIGKILL."""
         self.signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
         self.signal(signal.SIGTERM)
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return self.popen.wait(timeout=5)
             return self.kill()
 
     def wait(self, timeout: float = DEADLINE) -> int:

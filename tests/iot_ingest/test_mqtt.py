@@ -11,7 +11,6 @@ broker that ``make demo`` uses.
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import socket
@@ -19,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import paho.mqtt.client as paho
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from paho.mqtt.enums import CallbackAPIVersion
 
 from iot_ingest import mqtt, protocol, services
@@ -36,6 +34,7 @@ from iot_ingest.models import InboxMessage
 from iot_ingest.services import RawMessage
 from tests.conftest import unavailable
 from tests.factories import OrganisationFactory
+from tests.iot_ingest.processes import Process, Processes, database_url, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "coldtrace/v1/devices/{}/readings"
@@ -297,11 +296,6 @@ def broker_url() -> str:
     return url
 
 
-def unique(prefix: str) -> str:
-    """A name no other test (nor a parallel run) uses: device ids, client ids, share groups."""
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 class Loggers:
     """Registered devices and a publisher that waits for every PUBACK."""
 
@@ -435,110 +429,68 @@ def test_mqtt_3_1_1_with_the_plain_topic_also_loses_nothing(broker_url: str) -> 
 # The command in a subprocess: killed mid-batch, restarted --------------------------------
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor != "postgresql":
-        return ""
-    return f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-class Ingest:
+def start_ingest(processes: Processes, url: str, topics: list[str], client_id: str, group: str, *extra: str) -> Process:
     """``manage.py ingest_mqtt`` as a process of its own, on the test database; no Celery worker needed."""
+    command = [sys.executable, "manage.py", "ingest_mqtt", "--url", url, "--client-id", client_id]
+    command += ["--group", group, "--session-expiry", "300", "--no-enqueue", *extra]
+    for topic in topics:
+        command += ["--topic", topic]
+    env = {**os.environ, "DATABASE_URL": database_url(), "DEBUG": "1", "LOG_LEVEL": "INFO"}
+    process = processes.start("ingest", command, env=env)
+    process.wait_for_line("subscribed (granted")
+    return process
 
-    def __init__(self, url: str, topics: list[str], client_id: str, group: str, *extra: str) -> None:
-        database = _database_url()
-        if not database:
-            unavailable("the ingest process needs a database it can share: set DATABASE_URL to PostgreSQL")
-        command = [sys.executable, "manage.py", "ingest_mqtt", "--url", url, "--client-id", client_id]
-        command += ["--group", group, "--session-expiry", "300", "--no-enqueue", *extra]
-        for topic in topics:
-            command += ["--topic", topic]
-        env = {**os.environ, "DATABASE_URL": database, "DEBUG": "1", "LOG_LEVEL": "INFO"}
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.log: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.wait_for("subscribed (granted")
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-
-    def wait_for(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.process.poll() is not None:
-                    break
-                continue
-            self.log.append(line)
-            if text in line:
-                return
-        self.stop(signal.SIGKILL)
-        pytest.fail(f"ingest_mqtt never logged {text!r}:\n{''.join(self.log)}")
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=30)
-        self.reader.join(5)
-        while not self.lines.empty():
-            self.log.append(self.lines.get())
-        return code
-
-    def committed(self) -> int:
-        """What it logged on the way out: "N messages committed, N acknowledged"."""
-        match = re.search(r"(\d+) messages committed, \1 acknowledged", "".join(self.log))
-        assert match, "".join(self.log)
-        return int(match.group(1))
+def committed(ingest: Process) -> int:
+    """What ``ingest_mqtt`` logged on the way out: "N messages committed, N acknowledged"."""
+    match = re.search(r"(\d+) messages committed, \1 acknowledged", ingest.log.read_text())
+    assert match, ingest.output()
+    return int(match.group(1))
 
 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
-def test_the_command_killed_before_committing_loses_nothing_and_stores_each_message_once(broker_url: str) -> None:
+def test_the_command_killed_before_committing_loses_nothing_and_stores_each_message_once(
+    broker_url: str, processes: Processes
+) -> None:
     loggers = Loggers(2)
     client_id, group = unique("test-ingest"), unique("group")
     first, later = loggers.messages(0, 40), loggers.messages(40, 60)
     # Batches that wait a minute: the messages are received, held unacknowledged, and the process is killed.
-    ingest = Ingest(broker_url, loggers.topics, client_id, group, "--max-delay-ms", "60000", "--batch-size", "1000")
+    extra = ("--max-delay-ms", "60000", "--batch-size", "1000")
+    ingest = start_ingest(processes, broker_url, loggers.topics, client_id, group, *extra)
     loggers.publish(broker_url, first)
     time.sleep(1.0)
-    assert ingest.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert ingest.kill() == -signal.SIGKILL
     assert rows(loggers.topics) == []
 
     loggers.publish(broker_url, later)  # while no ingest runs: the broker keeps them in the session
-    ingest = Ingest(broker_url, loggers.topics, client_id, group)
+    ingest = start_ingest(processes, broker_url, loggers.topics, client_id, group)
     try:
         wait_for_rows(loggers.topics, len(first) + len(later), alive=ingest.alive)
     finally:
-        assert ingest.stop() == 0, "".join(ingest.log)
+        assert ingest.stop(timeout=30) == 0, ingest.output()
 
     assert sorted(rows(loggers.topics)) == sorted(raw for _, raw in first + later)
 
 
 @pytest.mark.services
 @pytest.mark.django_db(transaction=True)
-def test_two_command_processes_split_the_shared_subscription_and_store_each_message_once(broker_url: str) -> None:
+def test_two_command_processes_split_the_shared_subscription_and_store_each_message_once(
+    broker_url: str, processes: Processes
+) -> None:
     loggers = Loggers(4)
     group = unique("group")
-    ingests = [Ingest(broker_url, loggers.topics, unique("test-ingest"), group) for _ in range(2)]
+    ingests = [start_ingest(processes, broker_url, loggers.topics, unique("test-ingest"), group) for _ in range(2)]
     try:
         messages = loggers.messages(0, 400)
         loggers.publish(broker_url, messages)
         wait_for_rows(loggers.topics, len(messages), alive=lambda: all(i.alive() for i in ingests))
     finally:
-        codes = [ingest.stop() for ingest in ingests]
-    assert codes == [0, 0]
+        codes = [ingest.stop(timeout=30) for ingest in ingests]
+    assert codes == [0, 0], processes.logs()
     assert sorted(rows(loggers.topics)) == sorted(raw for _, raw in messages)
-    shares = [ingest.committed() for ingest in ingests]
+    shares = [committed(ingest) for ingest in ingests]
     assert sum(shares) == len(messages)
     assert min(shares) > 0  # the broker split them
 

@@ -31,7 +31,6 @@ from tests.iot_ingest.processes import (
     Processes,
     Sent,
     assert_exactly_once,
-    database_url,
     entries,
     reachable,
     unavailable,
@@ -42,14 +41,6 @@ from traceability.celery import app as celery_app
 from traceability.models import Alert, Excursion
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def processes(tmp_path: Path, transactional_db: None) -> Iterator[Processes]:
-    """Set up after the database, so every process is gone before the test's tables are flushed."""
-    database_url()  # nothing starts unless the processes can share the test's database
-    with Processes(tmp_path) as running:
-        yield running
 
 
 @pytest.fixture
