@@ -102,6 +102,7 @@ class Result:
     latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed, at paced_rate
     latency_stages_ms: dict[str, list[float]] = field(default_factory=dict)  # STAGES -> each probe's share
     paced_rate: float = 0.0  # messages/s
+    kept_rate: float = 0.0  # readings/s stored while the paced load was published: below its pace, a queue grew
     peak_mib: dict[str, float] = field(default_factory=dict)  # role -> largest VmHWM
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time during the load
     copy_rate: float = 0.0
@@ -172,6 +173,7 @@ def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> 
         result.paced_rate = paced_rate(result.readings_rate) / PER_MESSAGE
         steady = _drive(stack, messages[count:], probes, rate=result.paced_rate)
         result.latencies_ms, result.latency_stages_ms = steady.latencies_ms, steady.latency_stages_ms
+        result.kept_rate = steady.kept_rate
         result.notes += steady.notes
         result.peak_mib = stack.peak_mib()
     result.notes += _shortfalls(len(messages) * PER_MESSAGE, probe_pairs)
@@ -505,6 +507,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
     start = probes.start = time.time()
     threads = _publishing(load, gate, errors, PUBLISHERS)
     arrived, arriving = 0, start  # the inbox's count at the last look, and when it last grew
+    kept = 0.0  # readings/s stored from the first publish to the last
     try:
         for step in itertools.count():
             if errors:
@@ -518,6 +521,8 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
             gate.arrive(arrived - len(probes.published))  # the probes are not held back by the gate
             probes.look()
             published = not any(thread.is_alive() for thread in threads)
+            if published and not kept:
+                kept = watch.processed() * PER_MESSAGE / (time.time() - start)
             if published and arrived < len(load) + len(probes.published) and time.time() - arriving > STALL:
                 raise RuntimeError(
                     f"messages were lost before the inbox: {watch.state(len(load) + len(probes.published))}; "
@@ -546,6 +551,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         latencies_ms=probes.latencies_ms(),
         latency_stages_ms=probes.stages(),
         cpu_seconds=cpu.used(),
+        kept_rate=kept,
     )
     result.notes += _missed(probes)
     return result
@@ -628,6 +634,10 @@ class _Watch:
         self.stored_at: float | None = None  # every message in the inbox processed; evaluations may be queued
         self.done_at: float | None = None
         self._idle_since: float | None = None
+
+    def processed(self) -> int:
+        """Messages of this run in the inbox and no longer pending (the backlog index counts the pending)."""
+        return self.arrived() - InboxMessage.objects.filter(outcome=InboxMessage.Outcome.PENDING).count()
 
     def arrived(self) -> int:
         """About how many messages are in the inbox: ids come from a sequence, so the top id counts them cheaply

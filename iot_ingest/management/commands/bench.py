@@ -364,6 +364,13 @@ class Command(BaseCommand):
                     "raw paho pub→sub",
                     result.paho_rate,
                 ),
+                Row(
+                    "readings stored while the paced load lasted",
+                    result.kept_rate,
+                    "readings/s",
+                    "its pace",
+                    result.paced_rate * bench.PER_MESSAGE,
+                ),
                 Row(f"alert latency p50 ({len(result.latencies_ms)} probes, {paced})", p50, "ms", "goal p99 <", 2000),
                 Row(f"alert latency p99 ({paced})", p99, "ms", "goal p99 <", 2000),
                 Row("peak memory, ingest process (largest)", result.peak_mib.get("ingest", 0.0), "MiB"),
