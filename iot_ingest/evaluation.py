@@ -99,8 +99,13 @@ def _evaluation_send(shipment_ids: list[int], *, countdown: int = 0) -> None:
 
 def urgent_shipments(temperatures: dict[int, list[float]]) -> set[int]:
     """The shipments with a new temperature that is not calm under their contract (``coldchain.calm``)."""
-    bounds = {pk: coldchain.calm_bounds(contract) for pk, contract in _contracts(set(temperatures)).items()}
+    bounds = calm_bands(set(temperatures))
     return {pk for pk, values in temperatures.items() if not all(bounds[pk][0] < v < bounds[pk][1] for v in values)}
+
+
+def calm_bands(shipment_pks: set[int]) -> dict[int, tuple[float, float]]:
+    """Each shipment's open interval of calm temperatures (``coldchain.calm_bounds``), from the kept contracts."""
+    return {pk: coldchain.calm_bounds(contract) for pk, contract in _contracts(shipment_pks).items()}
 
 
 _contract_cache: dict[int, tuple[float, coldchain.Contract]] = {}  # shipment pk -> (good until, contract)

@@ -105,6 +105,10 @@ class InboxMessage(models.Model):
         db_index=False,
     )
     seq = models.BigIntegerField(null=True, blank=True)
+    urgent = models.BooleanField(
+        default=False,
+        help_text=_("at a glance, a temperature its shipment's contract does not call calm: processed first"),
+    )
 
     Outcome = Outcome
 
@@ -123,6 +127,8 @@ class InboxMessage(models.Model):
         indexes = [
             models.Index(fields=["outcome", "received_at"], name="inbox_backlog"),
             models.Index(fields=["device", "seq"], name="inbox_device_seq"),
+            # The urgent messages waiting (iot_ingest.triage): a few rows, whatever the backlog.
+            models.Index(fields=["received_at"], condition=Q(outcome="pending", urgent=True), name="inbox_urgent"),
         ]
 
     def __str__(self) -> str:

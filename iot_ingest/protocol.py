@@ -537,6 +537,50 @@ def _show(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# A glance, for triage ------------------------------------------------------------------------------
+
+
+def peek(raw: bytes) -> tuple[str, list[float]] | None:
+    """The device and the °C values a message appears to carry, read without checking anything; None when
+    that takes more than a glance.
+
+    A hint of which messages to process first, never a reading: for a message
+    that :func:`parse`, :func:`read_payload` and :func:`resolve` accept, the
+    values are those of its Cel readings, in pack order (bv + v, or bv alone;
+    the unit is u, else the bu in force). Costs a tenth of reading it properly.
+    """
+    try:
+        _header, payload, _signature = raw.split(b".")
+        body = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))
+        device, records = body["dev"], body["senml"]
+        if not isinstance(device, str) or not isinstance(records, list):
+            return None
+        values, unit, base = [], None, None
+        for record in records:
+            unit, base = record.get("bu", unit), record.get("bv", base)
+            if record.get("u", unit) != TEMPERATURE:
+                continue
+            if base is not None and not _real(base):
+                continue
+            if "v" in record:
+                if not _real(record["v"]):
+                    continue
+                value = float(record["v"]) + float(base or 0)
+            elif base is not None and record.keys().isdisjoint(_VALUE_FIELDS):
+                value = float(base)
+            else:
+                continue
+            if math.isfinite(value):
+                values.append(value)
+    except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError):
+        return None  # not base64url, not JSON, not the v1 shape: the worker says which
+    return device, values
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 # Signing: for the device simulator and the tests --------------------------------------------------
 
 

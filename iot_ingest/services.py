@@ -27,7 +27,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from iot_ingest import evaluation, protocol
+from iot_ingest import evaluation, protocol, triage
 from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading, ReadingCommit
 from ledger import merkle
 from traceability import selectors
@@ -115,12 +115,14 @@ def inbox_receive(messages: Sequence[RawMessage], *, enqueue: bool = True) -> li
     """
     now = timezone.now()
     rows = []
-    for message in messages:
+    urgent = triage.urgent([message.raw for message in messages])
+    for message, first in zip(messages, urgent, strict=True):
         row = InboxMessage(
             transport=message.transport,
             topic=message.topic,
             raw=message.raw[: protocol.MAX_MESSAGE_BYTES],
             received_at=message.received_at or now,
+            urgent=first,
         )
         if len(message.raw) > protocol.MAX_MESSAGE_BYTES:
             row.outcome, row.reason, row.processed_at = Outcome.REJECTED, "too_large", now
@@ -134,7 +136,18 @@ def inbox_receive(messages: Sequence[RawMessage], *, enqueue: bool = True) -> li
     return rows
 
 
-INBOX_COLUMNS = ("transport", "topic", "raw", "received_at", "outcome", "reason", "detail", "attempts", "processed_at")
+INBOX_COLUMNS = (
+    "transport",
+    "topic",
+    "raw",
+    "received_at",
+    "outcome",
+    "reason",
+    "detail",
+    "attempts",
+    "processed_at",
+    "urgent",
+)
 
 
 def _inbox_insert(rows: list[InboxMessage]) -> None:
@@ -239,9 +252,14 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
             return {}
         more = settings.INBOX_ADOPTED - len(rows) if adopt else 0
         if more > 0:
-            # Take on the oldest pending rows no other worker holds (SKIP LOCKED: nobody waits), so a queue of
-            # small tasks becomes a few large transactions; their own tasks then find them done.
-            rows += list(pending.exclude(pk__in=[row.pk for row in rows]).order_by("received_at", "id")[:more])
+            # Take on the urgent pending rows (triage), then the oldest, that no other worker holds (SKIP LOCKED:
+            # nobody waits), so a queue of small tasks becomes a few large transactions, their own tasks then
+            # find them done, and a reading that breaks a contract never waits behind the backlog.
+            for wanted in (pending.filter(urgent=True), pending):
+                taken = list(wanted.exclude(pk__in=[row.pk for row in rows]).order_by("received_at", "id")[:more])
+                rows, more = rows + taken, more - len(taken)
+                if more <= 0:
+                    break
         envelopes = [(row, _parse(row)) for row in rows]
         devices = _devices({e.device_id for _, e in envelopes if isinstance(e, protocol.Envelope)})
         rides = _rides({device.pk for device in devices.values()})

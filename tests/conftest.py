@@ -19,7 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from iot_ingest import evaluation
+from iot_ingest import evaluation, triage
 from tests.factories import MembershipFactory, OrganisationFactory, SiteFactory
 from traceability.celery import app as celery_app
 from traceability.models import Membership, Organisation, Site
@@ -53,9 +53,10 @@ class Persona:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    """Throttle counters live in the cache, monitors in the process; each test starts with none."""
+    """Throttle counters live in the cache, monitors and loggers' rides in the process; each test starts with none."""
     cache.clear()
     evaluation.watches_forget()
+    triage.forget()
 
 
 @pytest.fixture(autouse=True)

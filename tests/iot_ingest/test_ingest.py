@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from iot_ingest import protocol, services, tasks
+from iot_ingest import evaluation, protocol, services, tasks
 from iot_ingest.models import Device, InboxMessage, Reading
 from ledger import merkle
 from ledger import services as ledger
@@ -208,6 +209,72 @@ def test_without_adoption_a_task_processes_its_own_rows_only(logger: Device, set
     older, mine = two_pending(logger)
     assert services.messages_process([mine.pk]) == {"accepted": 1}
     assert services.messages_process([older.pk]) == {"accepted": 1}
+
+
+@pytest.fixture
+def riding(manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device) -> tuple[float, float]:
+    """The logger on a moving shipment from an hour ago; returns the contract's calm band."""
+    hour = datetime.timedelta(hours=1)
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=timezone.now() - 2 * hour)
+    services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=timezone.now() - hour)
+    return evaluation.calm_bands({shipment.pk})[shipment.pk]
+
+
+def celsius(seq: int, *values: float) -> bytes:
+    return signed(seq, [{"n": "temp", "u": "Cel", "v": value} for value in values])
+
+
+def test_a_message_that_appears_to_break_its_contract_is_marked_urgent(
+    logger: Device, riding: tuple[float, float]
+) -> None:
+    low, high = riding
+    middle = (low + high) / 2
+    raws = [
+        celsius(50, middle),
+        celsius(51, middle, high),  # the band is open: its bounds are not calm
+        signed(52, [{"n": "temp", "bu": "Cel", "bv": low, "v": 0}]),
+        signed(53, [{"n": "rh", "u": "%RH", "v": 99}]),
+        b"not a JWS",
+    ]
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+    stored = InboxMessage.objects.in_bulk([row.pk for row in rows])
+    assert [stored[row.pk].urgent for row in rows] == [False, True, True, False, False]
+
+
+def test_a_logger_on_no_shipment_marks_nothing_urgent(logger: Device) -> None:
+    [row] = services.inbox_receive([services.RawMessage(celsius(50, 99.0), "mqtt")], enqueue=False)
+    assert not InboxMessage.objects.get(pk=row.pk).urgent
+
+
+def test_when_triage_cannot_look_the_rides_up_the_messages_are_kept_all_the_same(
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(shipment_pks: set[int]) -> dict[int, tuple[float, float]]:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(evaluation, "calm_bands", broken)
+    [row] = services.inbox_receive([services.RawMessage(celsius(50, 99.0), "mqtt")], enqueue=False)
+    kept = InboxMessage.objects.get(pk=row.pk)
+    assert (kept.urgent, kept.outcome, bytes(kept.raw)) == (False, "pending", celsius(50, 99.0))
+
+
+def test_a_task_takes_on_urgent_rows_before_older_ones(
+    logger: Device, riding: tuple[float, float], settings: Any
+) -> None:
+    settings.INBOX_ADOPTED = 2
+    low, high = riding
+    calm = [celsius(seq, (low + high) / 2) for seq in (60, 61, 62)]
+    raws = [*calm, celsius(63, high + 5)]
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+    mine, older, oldest_but_one, urgent = rows
+    assert services.messages_process([mine.pk]) == {"accepted": 2}
+    outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
+    assert [outcomes[row.pk] for row in (mine, urgent, older, oldest_but_one)] == [
+        "accepted",
+        "accepted",
+        "pending",
+        "pending",
+    ]
 
 
 def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(

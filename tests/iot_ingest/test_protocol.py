@@ -780,3 +780,52 @@ def test_signed_packs_round_trip(records: list[tuple[str, str, float, int]], seq
         for index, (unit, n, v, t) in enumerate(records)
         if unit != "Pa"
     ]
+
+
+# A glance for triage: what a message appears to say, never more than a hint --------------------------
+
+
+def test_a_glance_at_the_vector_sees_its_device_and_temperatures():
+    assert protocol.peek(VECTOR_MESSAGE) == (DEVICE, [5.1, 5.3, 8.6])
+    assert protocol.peek(pack({"n": "t", "u": "Cel", "bv": 4, "v": 0.5}, {"n": "t", "u": "Cel"})) == (DEVICE, [4.5, 4])
+    assert protocol.peek(pack({"n": "rh", "u": "%RH", "v": 40})) == (DEVICE, [])
+
+
+def _glance_agrees(raw: bytes) -> None:
+    glance = protocol.peek(raw)  # never raises, whatever the bytes
+    assert glance is None or (isinstance(glance[0], str) and all(isinstance(v, float) for v in glance[1]))
+    readings = outcome(raw)
+    if isinstance(readings, list):  # a message read properly: the glance saw the same temperatures
+        assert glance == (DEVICE, [r.value for r in readings if r.unit == protocol.TEMPERATURE])
+
+
+@PROPERTY
+@given(mostly(PAYLOADS, JSON))
+def test_a_glance_at_a_message_sees_what_reading_it_properly_finds(payload: Any):
+    _glance_agrees(jws(HEADER, payload))
+
+
+@PROPERTY
+@given(damaged() | st.binary(max_size=2000))
+def test_a_glance_at_damaged_bytes_never_raises(raw: bytes):
+    _glance_agrees(raw)
+
+
+TEMPERATURE_RECORDS = st.fixed_dictionaries(
+    {"n": st.sampled_from(["temp", "probe/2"]), "v": st.integers(-50, 50) | st.floats(-50, 50)},
+    optional={
+        "u": st.sampled_from(["Cel", "V"]),
+        "bu": st.sampled_from(["Cel", "V"]),
+        "bv": st.integers(-20, 20) | st.floats(-20, 20),
+        "t": st.integers(-600, 0),
+    },
+)
+
+
+@PROPERTY
+@given(st.lists(TEMPERATURE_RECORDS, min_size=1, max_size=8))
+def test_a_glance_at_a_logger_s_pack_sees_the_temperatures_resolution_finds(records: list[dict[str, Any]]):
+    raw = jws(HEADER, {"dev": DEVICE, "seq": 1, "senml": [{"bt": NOW, **records[0]}, *records[1:]]})
+    readings = outcome(raw)
+    assert isinstance(readings, list)
+    assert protocol.peek(raw) == (DEVICE, [r.value for r in readings if r.unit == protocol.TEMPERATURE])
