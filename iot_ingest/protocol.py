@@ -549,6 +549,8 @@ def peek(raw: bytes) -> tuple[str, list[float]] | None:
     values are those of its Cel readings, in pack order (bv + v, or bv alone;
     the unit is u, else the bu in force). Costs a tenth of reading it properly.
     """
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return None  # too_large: not worth a glance
     try:
         _header, payload, _signature = raw.split(b".")
         body = json.loads(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4)))

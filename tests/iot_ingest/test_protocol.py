@@ -789,6 +789,8 @@ def test_a_glance_at_the_vector_sees_its_device_and_temperatures():
     assert protocol.peek(VECTOR_MESSAGE) == (DEVICE, [5.1, 5.3, 8.6])
     assert protocol.peek(pack({"n": "t", "u": "Cel", "bv": 4, "v": 0.5}, {"n": "t", "u": "Cel"})) == (DEVICE, [4.5, 4])
     assert protocol.peek(pack({"n": "rh", "u": "%RH", "v": 40})) == (DEVICE, [])
+    assert protocol.peek(message_of(protocol.MAX_MESSAGE_BYTES)) is not None
+    assert protocol.peek(message_of(protocol.MAX_MESSAGE_BYTES + 1)) is None  # too large: no glance
 
 
 def _glance_agrees(raw: bytes) -> None:
