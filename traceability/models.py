@@ -696,6 +696,12 @@ class CapturedEvent(models.Model):
         CustodyEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="captured_from"
     )
     event = models.JSONField(help_text=_("the EPCIS event as received"))
+    context = models.JSONField(
+        null=True, blank=True, help_text=_("its document's @context, beyond the standard one: what its terms mean")
+    )
+    ours = models.BooleanField(
+        default=False, help_text=_("one of the platform's own events, sent back: queries return it once, as ours")
+    )
     outcome = models.CharField(max_length=500, help_text=_("what the platform recorded, or why not"))
 
     class Meta:

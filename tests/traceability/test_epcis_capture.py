@@ -12,7 +12,7 @@ from django.utils import timezone
 from ledger.models import PendingEvent
 from tests.conftest import Persona, make_persona
 from tests.scenarios import register_batch
-from tests.traceability.test_epcis import journey, made, make_product, reference_ids, ship
+from tests.traceability.test_epcis import events, journey, made, make_product, reference_ids, ship
 from traceability.epcis import hashing
 from traceability.models import Batch, CapturedEvent, CustodyEvent, Membership, Organisation, Shipment
 
@@ -213,6 +213,38 @@ def test_a_whole_journey_captured_back_is_already_known(personas: dict[str, Pers
     first = capture(personas["manufacturer"], body).json()["results"]
     assert [r["eventID"] for r in first] == [e["eventID"] for e in event_list]
     assert all(r["status"] in ("recorded", "not_recorded") for r in first)
-    assert CapturedEvent.objects.count() == len(event_list)
+    assert CapturedEvent.objects.count() == CapturedEvent.objects.filter(ours=True).count() == len(event_list)
+    for persona in ("manufacturer", "regulator"):  # each of our events once, as ours
+        assert events(personas[persona].client()) == event_list
     second = capture(personas["manufacturer"], body).json()["results"]
     assert {r["status"] for r in second} == {"already_recorded"}
+
+
+def test_a_partners_event_is_returned_by_queries_as_it_was_captured(
+    personas: dict[str, Persona], in_transit: Shipment
+) -> None:
+    batch = in_transit.items.get().batch
+    when = timezone.now() - datetime.timedelta(minutes=20)
+    inspected = event(batch, biz_step="inspecting", when=when, **{"example:note": "seal intact"})
+    inspected["recordTime"] = "2020-01-01T00:00:00Z"  # the sender's; the record time is the capture's
+    extended = {**document(inspected), "@context": [*CONTEXT, {"example": "https://example.com/epcis/"}]}
+    (result,) = capture(personas["pharmacy"], extended).json()["results"]
+    assert result["status"] == "recorded"
+    kept = CapturedEvent.objects.get()
+    assert not kept.ours
+
+    (found,) = [e for e in events(personas["pharmacy"].client()) if e["eventID"] == result["eventID"]]
+    assert found["eventID"] == hashing.event_id(inspected, context=extended["@context"])
+    assert found["@context"] == [{"example": "https://example.com/epcis/"}]
+    assert found["recordTime"] == kept.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sent = {key: value for key, value in inspected.items() if key != "recordTime"}
+    assert {key: found[key] for key in sent} == sent
+
+    def sees(persona: str, **params: Any) -> bool:
+        return result["eventID"] in {e["eventID"] for e in events(personas[persona].client(), **params)}
+
+    # who captured it, the batch's manufacturer and regulators; not the carrier, who sees the batch
+    assert [sees(p) for p in ("pharmacy", "manufacturer", "regulator", "carrier")] == [True, True, True, False]
+    assert sees("pharmacy", batch=batch.pk, GE_eventTime=(when - datetime.timedelta(seconds=1)).isoformat())
+    assert not sees("pharmacy", GE_eventTime=(when + datetime.timedelta(seconds=1)).isoformat())
+    assert not sees("pharmacy", lot="OTHER")

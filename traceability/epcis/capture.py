@@ -41,6 +41,7 @@ from django.db import IntegrityError, transaction
 
 from traceability import gs1, selectors, services
 from traceability.epcis import hashing
+from traceability.epcis.events import context_beyond_ours, own_event_ids
 from traceability.models import Batch, CapturedEvent, CustodyEvent, Organisation, SerialNumber, Shipment, Site
 
 MAX_EVENTS = 500
@@ -91,13 +92,16 @@ def _capture_one(actor: User, organisation: Organisation, event: dict[str, Any],
         return Result(event_id, "already_recorded", earlier)
     try:
         with transaction.atomic():
-            return _record(actor, organisation, event, event_id, batch)
+            return _record(actor, organisation, event, event_id, batch, context)
     except IntegrityError:  # the same event captured at the same moment by another request
         return Result(event_id, "already_recorded", "captured by a concurrent request.")
 
 
-def _record(actor: User, organisation: Organisation, event: dict[str, Any], event_id: str, batch: Batch) -> Result:
+def _record(
+    actor: User, organisation: Organisation, event: dict[str, Any], event_id: str, batch: Batch, context: Any
+) -> Result:
     occurred_at = datetime.datetime.fromisoformat(event["eventTime"].replace("z", "Z"))
+    ours = event_id in own_event_ids(batch, occurred_at)  # before custody: a receipt would add one
     result, custody_event = _custody(actor, organisation, event, batch, occurred_at)
     CapturedEvent.objects.create(
         event_id=event_id,
@@ -106,6 +110,8 @@ def _record(actor: User, organisation: Organisation, event: dict[str, Any], even
         batch=batch,
         custody_event=custody_event,
         event=event,
+        context=context_beyond_ours(context),
+        ours=ours,
         outcome=result.detail[:500],
     )
     return Result(event_id, result.status, result.detail, result.shipment)

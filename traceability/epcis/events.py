@@ -11,6 +11,7 @@
 | release (ledger ``batch.released``)           | inspecting    | sellable_not_accessible |
 | recall (RecallItem)                           | holding       | recalled                |
 | unit dispensed (Dispensing)                   | dispensing    | dispensed               |
+| a partner's event (CapturedEvent)             | as captured   | as captured             |
 
 A receipt or rejection closes a leg: it carries the leg's temperature summary
 (min, max, mean over the readings measured between dispatch and arrival,
@@ -22,7 +23,11 @@ Who sees what: the events of the batches and shipments ``selectors`` lets the
 organisation see. Quarantine and release are read from the ledger, whose
 entries only the manufacturer (and regulators) may read, so only they get them.
 Who dispensed a pack is seen by the dispenser, the manufacturer and regulators:
-not by other holders of the batch.
+not by other holders of the batch. So is a partner's captured event, as it was
+sent, with the eventID it was captured under, the capture's recordTime and what
+its document's @context added to ours: by whoever captured it, the batch's
+manufacturer and regulators. One of our own events sent back (its eventID is
+ours: ``own_event_ids`` at capture) is returned once, as ours.
 
 Paging is by keyset on (eventTime, source, id): each source is read from the
 token on, at most a page plus one row, and the sources are merged. A page costs
@@ -51,6 +56,7 @@ from traceability.epcis import hashing
 from traceability.epcis import vocabulary as v
 from traceability.models import (
     Batch,
+    CapturedEvent,
     CustodyEvent,
     Dispensing,
     Excursion,
@@ -62,8 +68,9 @@ from traceability.models import (
 from traceability.services.recalls import range_serials
 
 # Sources in the order they break ties at the same eventTime.
-COMMISSION, CUSTODY, REJECTION, LEDGER, PENDING, RECALL, DISPENSING = range(7)
+COMMISSION, CUSTODY, REJECTION, LEDGER, PENDING, RECALL, DISPENSING, CAPTURED = range(8)
 DISPOSITION_TYPES = ("batch.quarantined", "batch.released")
+OWN_AT_ONCE = 1000  # of a batch's own events in one millisecond, more than it can have
 TEMPERATURE = "temperature"  # iot_ingest.models.Reading.Kind.TEMPERATURE; traceability imports no iot_ingest
 
 
@@ -110,6 +117,7 @@ class Query:
     until: datetime.datetime | None = None  # LT_eventTime
     object_events: bool = True  # eventType names ObjectEvent (or is absent)
     after: Key | None = None  # nextPageToken
+    captured: bool = True  # partners' captured events too, not only the platform's own
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,24 @@ def events_page(query: Query) -> Page:
     keys = keys[: query.per_page]
     events = _build(keys)
     for event in events:
-        event["eventID"] = hashing.event_id(event, context=v.CONTEXT)
+        if "eventID" not in event:  # a captured event keeps the ID it was captured under
+            event["eventID"] = hashing.event_id(event, context=v.CONTEXT)
     return Page(events, keys[-1] if more else None)
+
+
+def own_event_ids(batch: Batch, moment: datetime.datetime) -> set[str]:
+    """The IDs of the platform's own events about the batch in the millisecond of ``moment`` (events give their
+    time to the millisecond), all of them: as the batch's manufacturer sees them."""
+    start = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    query = Query(
+        organisation=batch.product.manufacturer,
+        per_page=OWN_AT_ONCE,
+        batch=batch.pk,
+        since=start,
+        until=start + datetime.timedelta(milliseconds=1),
+        captured=False,
+    )
+    return {event["eventID"] for event in events_page(query).events}
 
 
 def document(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -198,6 +222,12 @@ def _sources(query: Query) -> list[tuple[int, QuerySet[Any], str]]:
         mine = Q(organisation=query.organisation) | Q(serial__batch__product__manufacturer=query.organisation)
         dispensed = dispensed.filter(mine)
     found.append((DISPENSING, dispensed, "dispensed_at"))
+    if query.captured:
+        captured = CapturedEvent.objects.filter(batch__in=batches.values("pk"), ours=False)
+        if not query.organisation.is_regulator:
+            mine = Q(captured_by=query.organisation) | Q(batch__product__manufacturer=query.organisation)
+            captured = captured.filter(mine)
+        found.append((CAPTURED, captured, "event_time"))
     return found
 
 
@@ -458,6 +488,25 @@ def _dispensings(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
         )
 
 
+def _captured(pks: list[int]) -> Iterable[tuple[int, dict[str, Any]]]:
+    for row in CapturedEvent.objects.filter(pk__in=pks):
+        event = {key: value for key, value in row.event.items() if key not in ("@context", "recordTime")}
+        contexts = [*(row.context or []), *_parts(row.event.get("@context"))]
+        unique = [part for n, part in enumerate(contexts) if part not in contexts[:n]]
+        event = {"@context": unique, **event} if unique else event
+        yield row.pk, {**event, "eventID": row.event_id, "recordTime": v.when(row.captured_at)}
+
+
+def _parts(context: Any) -> list[Any]:
+    return [] if context is None else list(context) if isinstance(context, list) else [context]
+
+
+def context_beyond_ours(context: Any) -> list[Any] | None:
+    """What a captured document's @context adds to the one our query documents carry, or None."""
+    extra = [part for part in _parts(context) if part not in v.CONTEXT]
+    return extra or None
+
+
 _BUILDERS = {
     COMMISSION: _commissioning,
     CUSTODY: _custody,
@@ -466,4 +515,5 @@ _BUILDERS = {
     PENDING: _pending,
     RECALL: _recalls,
     DISPENSING: _dispensings,
+    CAPTURED: _captured,
 }
