@@ -37,8 +37,8 @@ class DeviceAdmin(admin.ModelAdmin[Device]):
 class InboxMessageAdmin(admin.ModelAdmin[InboxMessage]):
     """Every message as received. Filter on 'Failed repeatedly' for the dead letters and their errors."""
 
-    list_display = ["id", "received_at", "transport", "device", "seq", "outcome", "reason", "attempts"]
-    list_filter = ["outcome", "reason", "transport"]
+    list_display = ["id", "received_at", "transport", "device", "seq", "urgent", "outcome", "reason", "attempts"]
+    list_filter = ["outcome", "urgent", "reason", "transport"]
     search_fields = ["device__device_id", "detail"]
     list_select_related = ["device"]
     date_hierarchy = "received_at"

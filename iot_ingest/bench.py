@@ -507,7 +507,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
     start = probes.start = time.time()
     threads = _publishing(load, gate, errors, PUBLISHERS)
     arrived, arriving = 0, start  # the inbox's count at the last look, and when it last grew
-    kept = 0.0  # readings/s stored from the first publish to the last
+    kept: float | None = None  # readings/s stored from the first publish to the last
     try:
         for step in itertools.count():
             if errors:
@@ -521,7 +521,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
             gate.arrive(arrived - len(probes.published))  # the probes are not held back by the gate
             probes.look()
             published = not any(thread.is_alive() for thread in threads)
-            if published and not kept:
+            if published and kept is None:
                 kept = watch.processed() * PER_MESSAGE / (time.time() - start)
             if published and arrived < len(load) + len(probes.published) and time.time() - arriving > STALL:
                 raise RuntimeError(
@@ -551,7 +551,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         latencies_ms=probes.latencies_ms(),
         latency_stages_ms=probes.stages(),
         cpu_seconds=cpu.used(),
-        kept_rate=kept,
+        kept_rate=kept or 0.0,
     )
     result.notes += _missed(probes)
     return result

@@ -28,9 +28,7 @@ logger = logging.getLogger(__name__)
 
 KEEP_SECONDS = 60.0  # how long a process trusts what it found of a logger's ride: assignments change rarely
 KEPT_LOGGERS = 10_000
-
-Band = tuple[float, float] | None  # the calm interval of the logger's current shipment; None: it rides none
-_bands: dict[str, tuple[float, Band]] = {}  # device id -> (good until, band)
+_rides: dict[str, tuple[float, int | None]] = {}  # device id -> (good until, the shipment it rides now, or None)
 
 
 def urgent(messages: Sequence[bytes]) -> list[bool]:
@@ -41,7 +39,10 @@ def urgent(messages: Sequence[bytes]) -> list[bool]:
     """
     glances = [protocol.peek(raw) for raw in messages]
     try:
-        bands = _bands_of({glance[0] for glance in glances if glance is not None and glance[1]})
+        with transaction.atomic():  # a savepoint when the caller's transaction is open: a failure here spoils none
+            rides = _rides_of({glance[0] for glance in glances if glance and glance[1]})
+            calm = evaluation.calm_bands(set(rides.values()))
+        bands = {device: calm[shipment] for device, shipment in rides.items() if shipment in calm}
     except Exception:
         logger.warning("triage could not look up the loggers' shipments; nothing marked urgent", exc_info=True)
         return [False] * len(messages)
@@ -53,27 +54,27 @@ def urgent(messages: Sequence[bytes]) -> list[bool]:
     ]
 
 
-def _bands_of(device_ids: set[str]) -> dict[str, Band]:
+def _rides_of(device_ids: set[str]) -> dict[str, int]:
+    """The shipment each of the loggers that rides one now rides (kept for ``KEEP_SECONDS``, and so is riding
+    none); their contracts are evaluation's to keep."""
     now = time.monotonic()
-    found = {device: entry[1] for device in device_ids if (entry := _bands.get(device)) and now < entry[0]}
+    found = {device: entry[1] for device in device_ids if (entry := _rides.get(device)) and now < entry[0]}
     missing = device_ids - found.keys()
     if missing:
         moment = timezone.now()
-        with transaction.atomic():  # a savepoint when the caller's transaction is open: a failure here spoils none
-            rides = dict(
-                DeviceAssignment.objects.filter(device__device_id__in=missing, starts_at__lte=moment)
-                .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=moment))
-                .values_list("device__device_id", "shipment_id")
-            )
-            calm = evaluation.calm_bands(set(rides.values()))
-        if len(_bands) > KEPT_LOGGERS:
-            _bands.clear()
+        riding = dict(
+            DeviceAssignment.objects.filter(device__device_id__in=missing, starts_at__lte=moment)
+            .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=moment))
+            .values_list("device__device_id", "shipment_id")
+        )
+        if len(_rides) > KEPT_LOGGERS:
+            _rides.clear()
         for device in missing:
-            found[device] = calm.get(rides[device]) if device in rides else None
-            _bands[device] = (now + KEEP_SECONDS, found[device])
-    return found
+            found[device] = riding.get(device)
+            _rides[device] = (now + KEEP_SECONDS, found[device])
+    return {device: shipment for device, shipment in found.items() if shipment is not None}
 
 
 def forget() -> None:
     """Drops what this process kept of the loggers' rides (tests: ids are reused after a rollback)."""
-    _bands.clear()
+    _rides.clear()

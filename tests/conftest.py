@@ -12,7 +12,8 @@ import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
@@ -23,6 +24,9 @@ from iot_ingest import evaluation, triage
 from tests.factories import MembershipFactory, OrganisationFactory, SiteFactory
 from traceability.celery import app as celery_app
 from traceability.models import Membership, Organisation, Site
+
+if TYPE_CHECKING:
+    from tests.iot_ingest.processes import Processes
 
 # Tasks enqueued on commit run in the test's process; the worker path has its own tests.
 celery_app.conf.task_always_eager = True
@@ -199,3 +203,14 @@ def page(browser: object) -> Iterator[object]:
     page.console_errors = errors
     yield page
     context.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path, transactional_db: None) -> Iterator[Processes]:
+    """Real processes on the test's database (``tests/iot_ingest/processes.py``), set up after the database,
+    so every process is gone before the test's tables are flushed."""
+    from tests.iot_ingest.processes import Processes, database_url  # it imports this module's personas
+
+    database_url()  # nothing starts unless the processes can share the test's database
+    with Processes(tmp_path) as running:
+        yield running

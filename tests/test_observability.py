@@ -123,10 +123,10 @@ class Logger:
         ingest.device_assign(actor=user(owner), device=self.device, shipment=shipment, starts_at=shipment.dispatched_at)
         self.seq = 0
 
-    def message(self, *, key: Ed25519PrivateKey | None = None) -> bytes:
+    def message(self, *, key: Ed25519PrivateKey | None = None, celsius: float = 5.0) -> bytes:
         self.seq += 1
         at = (timezone.now() - datetime.timedelta(minutes=self.seq)).timestamp()
-        records = [{"n": "temp", "u": "Cel", "t": at, "v": 5.0}, {"n": "temp", "u": "Cel", "t": at + 30, "v": 5.5}]
+        records = [{"n": "temp", "u": "Cel", "t": at, "v": celsius}, {"n": "temp", "u": "Cel", "t": at + 30, "v": 5.5}]
         return protocol.message(key or self.key, self.device.device_id, self.seq, records)
 
 
@@ -154,7 +154,7 @@ def test_metrics_count_what_ingest_processed_and_what_waits(
     ingest.messages_process(receive(accepted))
     ingest.messages_process(receive([accepted[0], forged, stranger, b"not a message"]))
     received_at = timezone.now() - datetime.timedelta(seconds=120)
-    waiting = receive([logger.message(), logger.message()], at=received_at)
+    waiting = receive([logger.message(), logger.message(celsius=30.0)], at=received_at)  # one breaks the contract
     failing = receive([logger.message()])
     for _attempt in range(ingest.MAX_ATTEMPTS):
         ingest.inbox_failed(failing, RuntimeError("worker lost"))
@@ -172,6 +172,7 @@ def test_metrics_count_what_ingest_processed_and_what_waits(
     assert value(found, "coldtrace_ingest_rejections_total", reason="replay") == 0  # every reason, zeros too
     assert value(found, "coldtrace_ingest_readings_total") == 6 == Reading.objects.count()
     assert value(found, "coldtrace_inbox_backlog_messages") == len(waiting) == 2
+    assert value(found, "coldtrace_inbox_urgent_messages") == 1
     assert value(found, "coldtrace_inbox_oldest_pending_age_seconds") == 120
     assert value(found, "coldtrace_inbox_dead_letter_messages") == 1
     assert InboxMessage.objects.get(pk=failing[0]).outcome == "dead"

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,7 +47,6 @@ from tests.iot_ingest.processes import (
     Processes,
     Redis,
     Sent,
-    database_url,
     entries,
     free_port,
     unique,
@@ -365,14 +364,6 @@ def cold_chain(topology: Topology, batch: Batch) -> str:
 
 
 # The test ------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def processes(tmp_path: Path, transactional_db: None) -> Iterator[Processes]:
-    """Set up after the database, so every process is gone before the test's tables are flushed."""
-    database_url()  # nothing starts unless the processes can share the test's database
-    with Processes(tmp_path) as running:
-        yield running
 
 
 def test_the_production_topology_stores_evaluates_and_shows_a_fleets_readings(

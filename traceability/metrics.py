@@ -55,6 +55,11 @@ class PlatformCollector:
             "coldtrace_inbox_backlog_messages", "Inbox messages waiting to be processed.", value=inbox.pending
         )
         yield GaugeMetricFamily(
+            "coldtrace_inbox_urgent_messages",
+            "Inbox messages waiting that appear to break their shipment's contract: processed first.",
+            value=inbox.urgent_pending,
+        )
+        yield GaugeMetricFamily(
             "coldtrace_inbox_oldest_pending_age_seconds",
             "Age of the oldest inbox message waiting to be processed (0 when none waits): the ingest lag.",
             value=inbox.oldest_pending_age(now) or 0.0,

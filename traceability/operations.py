@@ -47,6 +47,7 @@ class Inbox:
     rejections: dict[str, int]
     oldest_pending_at: datetime.datetime | None
     readings: int
+    urgent_pending: int = 0  # waiting, and marked urgent by triage (iot_ingest.triage)
 
     @property
     def pending(self) -> int:
@@ -72,6 +73,7 @@ def inbox_state() -> Inbox:
     by_outcome = dict(manager.order_by().values_list("outcome").annotate(n=Count("pk")))
     by_reason = dict(manager.filter(outcome=REJECTED).order_by().values_list("reason").annotate(n=Count("pk")))
     oldest = manager.filter(outcome=PENDING).aggregate(at=Min("received_at"))["at"]
+    urgent = manager.filter(outcome=PENDING, urgent=True).count()  # the inbox_urgent partial index
     committed = commit._default_manager.aggregate(n=Sum("count"))["n"] or 0
     uncommitted = reading._default_manager.filter(commit__isnull=True).count()
     return Inbox(
@@ -79,6 +81,7 @@ def inbox_state() -> Inbox:
         rejections={reason: by_reason.get(reason, 0) for reason in _choices(message, "reason")},
         oldest_pending_at=oldest,
         readings=committed + uncommitted,
+        urgent_pending=urgent,
     )
 
 

@@ -34,7 +34,7 @@ from iot_ingest.models import InboxMessage
 from iot_ingest.services import RawMessage
 from tests.conftest import unavailable
 from tests.factories import OrganisationFactory
-from tests.iot_ingest.processes import Process, Processes, database_url, unique
+from tests.iot_ingest.processes import Process, Processes, database_url, reachable, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPIC = "coldtrace/v1/devices/{}/readings"
@@ -280,18 +280,15 @@ def test_processes_on_one_machine_get_stable_client_ids_of_their_own(tmp_path: P
 # The real path: Mosquitto -------------------------------------------------------------
 
 
-def _reachable(address: mqtt.BrokerAddress) -> bool:
-    try:
-        socket.create_connection((address.host, address.port), timeout=2).close()
-    except OSError:
-        return False
-    return True
+def _reachable(url: str) -> bool:
+    address = mqtt.broker_address(url)
+    return reachable(address.host, address.port)
 
 
 @pytest.fixture
 def broker_url() -> str:
     url = os.environ.get("MQTT_URL", settings.MQTT_URL)
-    if not _reachable(mqtt.broker_address(url)):
+    if not _reachable(url):
         unavailable(f"no MQTT broker at {url}: start Mosquitto or set MQTT_URL")
     return url
 
@@ -513,7 +510,7 @@ def embedded_broker() -> Iterator[str]:
     )
     url = f"mqtt://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while not _reachable(mqtt.broker_address(url)) and time.monotonic() < deadline and process.poll() is None:
+    while not _reachable(url) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     assert process.poll() is None, "mqtt_broker exited"
     yield url
