@@ -114,9 +114,13 @@ class Payload:
     senml: list[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reading:
-    """One evaluated measurement: a resolved SenML record (RFC 8428 section 4.6) in Cel or %RH."""
+    """One evaluated measurement: a resolved SenML record (RFC 8428 section 4.6) in Cel or %RH.
+
+    Not frozen, though nothing changes one: a message makes one per record, and a frozen dataclass
+    costs four times as much to make.
+    """
 
     name: str
     unit: str
@@ -377,7 +381,8 @@ def _check_shape(record: dict[str, Any], index: int) -> None:
 
     A record plainly in shape, as loggers send them, passes in one look at
     each of its fields; any other is checked field by field, in a fixed
-    order, so that the first problem found is the one named.
+    order, so that the first problem found is the one named. Either way,
+    every number field of a record that passes converts to a finite float.
     """
     if not _plainly_in_shape(record):
         _check_shape_in_order(record, index)
@@ -463,7 +468,7 @@ def _reading(record: dict[str, Any], base: _Base, index: int, window: _Window) -
     if unit is None or unit not in VALUE_RANGES:
         return None
     value = _value(record, base, index, unit)
-    at = _time(_number(record, "t", index, 0.0) + base.time, window, index)
+    at = _time(float(record.get("t", 0.0)) + base.time, window, index)  # a finite number: _check_shape
     low, high = VALUE_RANGES[unit]
     if not low <= value <= high:
         raise Rejected(
@@ -484,7 +489,7 @@ _VALUE_OR_SUM = frozenset((*_VALUE_FIELDS, "s"))
 def _value(record: dict[str, Any], base: _Base, index: int, unit: str) -> float:
     """bv + v (RFC 8428 section 4.6); an evaluated unit needs a number, not vs, vb, vd or only a sum."""
     if "v" in record:
-        return _number(record, "v", index, 0.0) + (base.value or 0.0)
+        return float(record["v"]) + (base.value or 0.0)  # a finite number: _check_shape
     if base.value is not None and not any(field in record for field in _VALUE_FIELDS):
         return base.value
     raise _invalid(index, f"is in {unit} but has no numeric value v (nor a base value bv)")
