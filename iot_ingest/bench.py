@@ -771,17 +771,19 @@ def _subscribe(topic: str, received: Synchronized[int], last: Synchronized[float
 
 
 def copy_rate() -> float:
-    """Rows/s of a PostgreSQL COPY of the stored readings into a temporary table with the same columns."""
+    """Rows/s of a PostgreSQL COPY of the stored readings into a temporary table with the same columns, in
+    the binary format processing writes."""
     table = Reading._meta.db_table
-    rows = io.StringIO()
+    rows = io.BytesIO()
     with connection.cursor() as cursor:
-        cursor.cursor.copy_expert(f"COPY {table} TO STDOUT", rows)
-        count = rows.getvalue().count("\n")
+        cursor.cursor.copy_expert(f"COPY {table} TO STDOUT WITH (FORMAT binary)", rows)
+        cursor.execute(f"SELECT count(*) FROM {table}")  # noqa: S608  (our table)
+        [count] = cursor.fetchone()
         rows.seek(0)
         cursor.execute(f"CREATE TEMPORARY TABLE bench_reading (LIKE {table})")
         try:
             start = time.perf_counter()
-            cursor.cursor.copy_expert("COPY bench_reading FROM STDIN", rows)
+            cursor.cursor.copy_expert("COPY bench_reading FROM STDIN WITH (FORMAT binary)", rows)
             elapsed = time.perf_counter() - start
         finally:
             cursor.execute("DROP TABLE bench_reading")

@@ -13,8 +13,8 @@ import functools
 import hashlib
 import io
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,32 +231,43 @@ class _Batch:
 def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int]:
     """Processes pending inbox rows; rows already processed (or taken by another worker) are skipped.
 
-    With ``adopt``, also up to ``INBOX_ADOPTED`` of the oldest other pending
-    rows: under a backlog, fewer and larger transactions, so an alert waits
-    behind fewer tasks.
+    With ``adopt``, first the urgent pending rows (triage), in a transaction of
+    their own, so that their alerts never wait for a large batch to commit;
+    then the task's own rows with the oldest other pending rows, up to
+    ``INBOX_ADOPTED`` rows in all: under a backlog, fewer and larger
+    transactions, whose own tasks then find them done.
 
-    One transaction: outcomes, readings and devices' last-seen commit
-    together. Afterwards, the shipments that got an out-of-range reading are
+    Each transaction commits outcomes, readings and devices' last-seen
+    together. After each, the shipments that got an out-of-range reading are
     evaluated at once, here, and the others queued for evaluation.
     Returns the count of each outcome.
     """
-    counts: dict[str, int] = defaultdict(int)
+    ids, room = list(ids), settings.INBOX_ADOPTED if adopt else 0
+    counts: Counter[str] = Counter()
+    if room:
+        counts.update(
+            _process(lambda pending: _taken(pending.filter(urgent=True).order_by("received_at", "id")[:room]))
+        )
+    room -= counts.total()
+
+    def own_and_oldest(pending: models.QuerySet[InboxMessage]) -> list[_Pending]:
+        rows = _taken(pending.filter(pk__in=ids).order_by("id"))
+        if rows and room > len(rows):  # nobody waits: SKIP LOCKED passes over the rows other workers hold
+            rows += _taken(pending.exclude(pk__in=ids).order_by("received_at", "id")[: room - len(rows)])
+        return rows
+
+    counts.update(_process(own_and_oldest))
+    return dict(counts)
+
+
+def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) -> Counter[str]:
+    """Processes the pending rows ``select`` takes (locked, skipping those another worker holds)."""
+    counts: Counter[str] = Counter()
     with transaction.atomic():
-        _commit_without_waiting_for_disk()
-        pending = InboxMessage.objects.select_for_update(skip_locked=True).filter(outcome=Outcome.PENDING)
-        rows = _taken(pending.filter(pk__in=list(ids)).order_by("id"))
+        rows = select(InboxMessage.objects.select_for_update(skip_locked=True).filter(outcome=Outcome.PENDING))
         if not rows:
-            return {}
-        more = settings.INBOX_ADOPTED - len(rows) if adopt else 0
-        if more > 0:
-            # Take on the urgent pending rows (triage), then the oldest, that no other worker holds (SKIP LOCKED:
-            # nobody waits), so a queue of small tasks becomes a few large transactions, their own tasks then
-            # find them done, and a reading that breaks a contract never waits behind the backlog.
-            for wanted in (pending.filter(urgent=True), pending):
-                taken = _taken(wanted.exclude(pk__in=[row.pk for row in rows]).order_by("received_at", "id")[:more])
-                rows, more = rows + taken, more - len(taken)
-                if more <= 0:
-                    break
+            return counts
+        _commit_without_waiting_for_disk()
         envelopes = [(row, _parse(row)) for row in rows]
         devices = _devices({e.device_id for _, e in envelopes if isinstance(e, protocol.Envelope)})
         rides = _rides({device.pk for device in devices.values()})
@@ -271,7 +282,7 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
         _last_seen_save(batch.seen)
         urgent = evaluation.urgent_shipments(batch.touched)
         transaction.on_commit(lambda: evaluation.evaluation_after_processing(batch.touched, urgent=urgent))
-    return dict(counts)
+    return counts
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from iot_ingest import evaluation, protocol, services, tasks
-from iot_ingest.models import Device, InboxMessage, Reading
+from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading
 from ledger import merkle
 from ledger import services as ledger
 from ledger.models import Entry
@@ -274,6 +274,28 @@ def test_a_task_takes_on_urgent_rows_before_older_ones(
         "accepted",
         "pending",
         "pending",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: each runs its callbacks when it happens
+def test_urgent_rows_commit_and_are_evaluated_before_the_task_s_own_rows(
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    low, high = riding
+    raws = [celsius(70, (low + high) / 2), celsius(71, high + 5)]
+    mine, urgent = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+    evaluated: list[tuple[list[int], dict[int, str]]] = []
+
+    def after_commit(touched: dict[int, list[float]], *, urgent: set[int]) -> None:
+        evaluated.append((sorted(urgent), dict(InboxMessage.objects.values_list("pk", "outcome"))))
+
+    monkeypatch.setattr(evaluation, "evaluation_after_processing", after_commit)
+    assert services.messages_process([mine.pk]) == {"accepted": 2}
+
+    shipment = DeviceAssignment.objects.get(device=logger).shipment_id
+    assert evaluated == [
+        ([shipment], {mine.pk: "pending", urgent.pk: "accepted"}),  # its alert waits for nothing else
+        ([], {mine.pk: "accepted", urgent.pk: "accepted"}),
     ]
 
 
