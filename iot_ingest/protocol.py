@@ -246,7 +246,7 @@ def verify(envelope: Envelope, public_key: bytes) -> None:
     """
     if len(public_key) != PUBLIC_KEY_BYTES:
         raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, not {len(public_key)}")
-    key = Ed25519PublicKey.from_public_bytes(public_key)
+    key = _public_key(bytes(public_key))
     if len(envelope.signature) != SIGNATURE_BYTES:
         raise Rejected("bad_signature", f"the signature is {len(envelope.signature)} bytes; Ed25519 signatures are 64")
     try:
@@ -257,6 +257,12 @@ def verify(envelope: Envelope, public_key: bytes) -> None:
             f"the signature does not verify with the key registered for {envelope.device_id}: "
             "the message was changed after signing, or signed with another key",
         ) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    """The key object, made once per device key: a logger's key checks every one of its messages."""
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 # The payload --------------------------------------------------------------------------------------

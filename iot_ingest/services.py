@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg2.extras
+import psycopg2
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
@@ -343,9 +343,10 @@ def _update_from_values(
 ) -> None:
     """Sets ``columns`` of many rows: each row is the pk, then the columns' values.
 
-    On PostgreSQL one ``UPDATE ... FROM (VALUES ...)`` statement; elsewhere one
-    prepared statement per row. ``only_forward`` names a column that may only
-    grow (a row whose stored value is newer keeps it).
+    On PostgreSQL one ``UPDATE ... FROM unnest(...)`` statement, an array per
+    column (as ``_inbox_insert``: ``VALUES`` rows are built in Python, value by
+    value); elsewhere one prepared statement per row. ``only_forward`` names a
+    column that may only grow (a row whose stored value is newer keeps it).
     """
     if not rows:
         return
@@ -353,15 +354,14 @@ def _update_from_values(
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             fields = {field.attname: field for field in model._meta.concrete_fields}
-            casts = ["bigint", *(fields[column].cast_db_type(connection) for column in columns)]
+            arrays = ", ".join(f"%s::{fields[column].cast_db_type(connection)}[]" for column in columns)
             sql = (
                 f"UPDATE {table} SET {', '.join(f'{c} = v.{c}' for c in columns)} "  # noqa: S608  (our table)
-                f"FROM (VALUES %s) AS v (id, {', '.join(columns)}) WHERE {table}.id = v.id"
+                f"FROM unnest(%s::bigint[], {arrays}) AS v (id, {', '.join(columns)}) WHERE {table}.id = v.id"
             )
             if only_forward:
                 sql += f" AND ({table}.{only_forward} IS NULL OR {table}.{only_forward} < v.{only_forward})"
-            template = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-            psycopg2.extras.execute_values(cursor.cursor, sql, rows, template=template, page_size=1000)
+            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
         else:
             sql = f"UPDATE {table} SET {', '.join(f'{c} = %s' for c in columns)} WHERE id = %s"  # noqa: S608
             params = [(*row[1:], row[0]) for row in _adapted(rows)]
