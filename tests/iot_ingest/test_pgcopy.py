@@ -16,7 +16,16 @@ from tests.conftest import unavailable
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 COLUMNS = "(b bigint, i integer, s smallint, d double precision, f boolean, t text, v varchar(12), at timestamptz)"
-TYPES = ["bigint", "integer", "smallint", "double precision", "boolean", "text", "varchar(12)"]
+TYPES = [
+    "bigint",
+    "integer",
+    "smallint",
+    "double precision",
+    "boolean",
+    "text",
+    "varchar(12)",
+    "timestamp with time zone",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -29,16 +38,7 @@ def _copied(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The rows COPYed into a new temporary table, as PostgreSQL reads them back."""
     packed = []
     for row in rows:
-        codes: list[str | None] = []
-        values = []
-        for value, name in zip(row, TYPES, strict=False):
-            if value is not None and name in ("text", "varchar(12)"):
-                code, value = pgcopy.text(value)
-            codes.append(None if value is None else code if name in ("text", "varchar(12)") else pgcopy.code(name))
-            values.append(value)
-        at = row[-1]
-        codes.append(None if at is None else pgcopy.code("timestamp with time zone"))
-        values.append(None if at is None else pgcopy.timestamptz(at))
+        codes, values = zip(*(_field(value, name) for value, name in zip(row, TYPES, strict=True)), strict=True)
         packed.append(pgcopy.Layout(codes).pack(values))
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TEMPORARY TABLE copied {COLUMNS}")
@@ -48,6 +48,17 @@ def _copied(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.execute("DROP TABLE copied")
+
+
+def _field(value: Any, db_type: str) -> tuple[str | None, Any]:
+    """A value's struct code (None: NULL) and what the layout packs for it."""
+    if value is None:
+        return None, None
+    if db_type in ("text", "varchar(12)"):
+        return pgcopy.text(value)
+    if db_type == "timestamp with time zone":
+        return pgcopy.code(db_type), pgcopy.timestamptz(value)
+    return pgcopy.code(db_type), value
 
 
 UTC = datetime.UTC
