@@ -129,6 +129,8 @@ class InboxMessage(models.Model):
             models.Index(fields=["device", "seq"], name="inbox_device_seq"),
             # The urgent messages waiting (iot_ingest.triage): a few rows, whatever the backlog.
             models.Index(fields=["received_at"], condition=Q(outcome="pending", urgent=True), name="inbox_urgent"),
+            # A logger's messages still waiting (MQTT names the logger in the topic), taken with its urgent one.
+            models.Index(fields=["topic", "received_at"], condition=Q(outcome="pending"), name="inbox_pending_topic"),
         ]
 
     def __str__(self) -> str:

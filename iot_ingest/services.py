@@ -231,9 +231,10 @@ class _Batch:
 def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int]:
     """Processes pending inbox rows; rows already processed (or taken by another worker) are skipped.
 
-    With ``adopt``, first the urgent pending rows (triage), in a transaction of
-    their own, so that their alerts never wait for a large batch to commit;
-    then the task's own rows with the oldest other pending rows, up to
+    With ``adopt``, first the urgent pending rows (triage), with the earlier
+    messages of the same loggers still waiting, in a transaction of their own,
+    so that their alerts never wait for a large batch to commit; then the
+    task's own rows with the oldest other pending rows, up to
     ``INBOX_ADOPTED`` rows in all: under a backlog, fewer and larger
     transactions, whose own tasks then find them done.
 
@@ -245,9 +246,7 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
     ids, room = list(ids), settings.INBOX_ADOPTED if adopt else 0
     counts: Counter[str] = Counter()
     if room:
-        counts.update(
-            _process(lambda pending: _taken(pending.filter(urgent=True).order_by("received_at", "id")[:room]))
-        )
+        counts.update(_process(lambda pending: _urgent_and_earlier(pending, room)))
     room -= counts.total()
 
     def own_and_oldest(pending: models.QuerySet[InboxMessage]) -> list[_Pending]:
@@ -258,6 +257,25 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
 
     counts.update(_process(own_and_oldest))
     return dict(counts)
+
+
+def _urgent_and_earlier(pending: models.QuerySet[InboxMessage], room: int) -> list[_Pending]:
+    """The urgent pending rows no other worker holds, and the earlier pending messages of their loggers.
+
+    A logger's messages are judged in order: its urgent message alone would
+    show its shipment a hole where the earlier ones are still on their way,
+    and a hole is a data gap alert. So its earlier messages come along (MQTT
+    names the logger in the topic), and those another worker is storing are
+    waited for: they are then done, and this evaluation sees their readings.
+    """
+    rows = _taken(pending.filter(urgent=True).order_by("received_at", "id")[:room])
+    topics = sorted({row.topic for row in rows if row.topic})
+    if not topics or len(rows) >= room:
+        return rows
+    earlier = InboxMessage.objects.select_for_update().filter(  # no SKIP LOCKED: they must not commit after these
+        outcome=Outcome.PENDING, urgent=False, topic__in=topics, received_at__lte=max(r.received_at for r in rows)
+    )
+    return rows + _taken(earlier.order_by("received_at", "id")[: room - len(rows)])
 
 
 def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) -> Counter[str]:

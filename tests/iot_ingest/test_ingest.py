@@ -299,6 +299,42 @@ def test_urgent_rows_commit_and_are_evaluated_before_the_task_s_own_rows(
     ]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_urgent_message_takes_its_logger_s_earlier_messages_along_and_no_other(
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Judged alone, the urgent message would leave a hole where its logger's earlier ones still wait: a gap."""
+    low, high = riding
+    calm = (low + high) / 2
+    topic = "coldtrace/v1/devices/LOG-0001/readings"
+    raws = [
+        (celsius(80, calm), "coldtrace/v1/devices/LOG-0002/readings"),  # another logger (its seq is not checked)
+        (celsius(81, calm), topic),
+        (celsius(82, high + 5), topic),
+        (celsius(83, calm), topic),  # after it
+    ]
+    now = timezone.now()
+    other, earlier, urgent, later = services.inbox_receive(
+        [
+            services.RawMessage(raw, "mqtt", topic, now + datetime.timedelta(milliseconds=n))
+            for n, (raw, topic) in enumerate(raws)
+        ],
+        enqueue=False,
+    )
+    committed: list[dict[int, str]] = []
+    monkeypatch.setattr(
+        evaluation,
+        "evaluation_after_processing",
+        lambda *args, **kwargs: committed.append(dict(InboxMessage.objects.values_list("pk", "outcome"))),
+    )
+    services.messages_process([later.pk])
+
+    pending, accepted, rejected = "pending", "accepted", "rejected"
+    assert committed[0] == {other.pk: pending, earlier.pk: accepted, urgent.pk: accepted, later.pk: pending}
+    assert committed[1][later.pk] == accepted
+    assert committed[1][other.pk] == rejected  # device_mismatch: LOG-0001 signed it
+
+
 def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
     logger: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
