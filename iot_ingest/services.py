@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, models, transaction
+from django.db import OperationalError, connection, models, transaction
 from django.utils import timezone
 
 from iot_ingest import evaluation, pgcopy, protocol, triage
@@ -39,6 +39,7 @@ Outcome = InboxMessage.Outcome
 
 TASK_CHUNK = 200  # inbox rows per processing task
 MAX_ATTEMPTS = 5  # then the row is a dead letter, shown to staff
+URGENT_WAIT = 2.0  # seconds an urgent message waits for its logger's earlier messages another worker is storing
 KINDS = {protocol.TEMPERATURE: Reading.Kind.TEMPERATURE, protocol.HUMIDITY: Reading.Kind.HUMIDITY}
 
 
@@ -266,16 +267,36 @@ def _urgent_and_earlier(pending: models.QuerySet[InboxMessage], room: int) -> li
     show its shipment a hole where the earlier ones are still on their way,
     and a hole is a data gap alert. So its earlier messages come along (MQTT
     names the logger in the topic), and those another worker is storing are
-    waited for: they are then done, and this evaluation sees their readings.
+    waited for, ``URGENT_WAIT`` seconds at most: they are then done, and this
+    evaluation sees their readings. A worker stuck in its transaction longer
+    than that is not waited for again: what nobody holds is taken.
     """
     rows = _taken(pending.filter(urgent=True).order_by("received_at", "id")[:room])
     topics = sorted({row.topic for row in rows if row.topic})
     if not topics or len(rows) >= room:
         return rows
-    earlier = InboxMessage.objects.select_for_update().filter(  # no SKIP LOCKED: they must not commit after these
+    earlier = InboxMessage.objects.filter(
         outcome=Outcome.PENDING, urgent=False, topic__in=topics, received_at__lte=max(r.received_at for r in rows)
-    )
-    return rows + _taken(earlier.order_by("received_at", "id")[: room - len(rows)])
+    ).order_by("received_at", "id")[: room - len(rows)]
+    try:
+        with transaction.atomic():  # a savepoint: a lock not granted in time leaves the transaction usable
+            _lock_timeout(URGENT_WAIT)
+            rows += _taken(earlier.select_for_update())  # no SKIP LOCKED: they must not commit after these
+            _lock_timeout(None)
+    except OperationalError:
+        rows += _taken(earlier.select_for_update(skip_locked=True))
+    return rows
+
+
+def _lock_timeout(seconds: float | None) -> None:
+    """How long the transaction's statements from now on wait for a row lock (None: as configured)."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        if seconds is None:
+            cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+        else:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{round(seconds * 1000)}ms"])
 
 
 def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) -> Counter[str]:

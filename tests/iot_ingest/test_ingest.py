@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import threading
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -333,6 +335,45 @@ def test_an_urgent_message_takes_its_logger_s_earlier_messages_along_and_no_othe
     assert committed[0] == {other.pk: pending, earlier.pk: accepted, urgent.pk: accepted, later.pk: pending}
     assert committed[1][later.pk] == accepted
     assert committed[1][other.pk] == rejected  # device_mismatch: LOG-0001 signed it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_stuck_holding_the_earlier_messages_is_waited_for_only_so_long(
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    low, high = riding
+    topic, now = "coldtrace/v1/devices/LOG-0001/readings", timezone.now()
+    raws = [celsius(90, (low + high) / 2), celsius(91, high + 5)]
+    earlier, urgent = services.inbox_receive(
+        [
+            services.RawMessage(raw, "mqtt", topic, now + datetime.timedelta(milliseconds=n))
+            for n, raw in enumerate(raws)
+        ],
+        enqueue=False,
+    )
+    monkeypatch.setattr(services, "URGENT_WAIT", 0.2)
+    locked, release = threading.Event(), threading.Event()
+
+    def stuck_worker() -> None:  # holds the earlier message's lock for 10 s, or until released
+        try:
+            with transaction.atomic():
+                InboxMessage.objects.select_for_update().get(pk=earlier.pk)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=stuck_worker)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        counts = services.messages_process([urgent.pk])
+        outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
+    finally:
+        release.set()
+        holder.join()
+    assert counts == {"accepted": 1}
+    assert outcomes == {earlier.pk: "pending", urgent.pk: "accepted"}  # not waited for: still the stuck one's
 
 
 def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
