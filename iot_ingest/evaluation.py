@@ -40,6 +40,7 @@ CHECKPOINTS = 8
 CHECKPOINT_MIN = 32  # readings between two checkpoints of one read, at least
 EVALUATION_SLICE = 0.1  # seconds an evaluation task runs before it queues its other shipments anew
 URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
+CHAINED_MARK_SECONDS = 30  # how long the marks of shipments an evaluation task queued anew last (a lost task)
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:
@@ -142,7 +143,11 @@ def shipments_evaluate(shipment_ids: Iterable[int], *, seconds: float | None = N
     started = time.monotonic()
     for n, pk in enumerate(shipment_ids):
         if seconds is not None and n and time.monotonic() - started > seconds:
-            _evaluation_send(shipment_ids[n:])  # their marks are still set: nobody queues them meanwhile
+            # Their marks stay set, for as long as the rest waits behind the work queued meanwhile: were they to
+            # lapse, the next batch would queue these shipments again, and two chains of tasks evaluate each.
+            rest = shipment_ids[n:]
+            cache.set_many({f"{CALM}:{pk}": 1 for pk in rest}, timeout=CHAINED_MARK_SECONDS)
+            _evaluation_send(rest)
             break
         cache.delete_many([f"{mark}:{pk}" for mark in (URGENT, CALM)])
         if pk in shipments:

@@ -8,6 +8,7 @@ import random
 from typing import Any
 
 import pytest
+import time_machine
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.cache import cache
 from django.utils import timezone
@@ -345,6 +346,17 @@ def test_an_evaluation_task_out_of_time_queues_the_rest_anew_still_marked(shipme
     assert queued[1:] == [([later], None)]  # at once, behind what was queued meanwhile
     assert cache.get(f"{evaluation.CALM}:{later}") == 1  # still queued: no other evaluation is queued for it
     assert cache.get(f"{evaluation.CALM}:{shipment.pk}") is None
+
+
+def test_the_rest_stays_marked_however_long_it_waits_behind_other_work(shipment: Shipment, queued: Queued) -> None:
+    later = shipment.pk + 1_000_000
+    evaluation.evaluation_request([shipment.pk, later])
+    with time_machine.travel(timezone.now() + datetime.timedelta(seconds=evaluation.CALM_SECONDS + 1)):
+        evaluation.shipments_evaluate([shipment.pk, later], seconds=0)  # the request's marks are about to lapse
+    with time_machine.travel(timezone.now() + datetime.timedelta(seconds=evaluation.CALM_SECONDS + 4)):
+        evaluation.evaluation_request([later])  # a batch of its readings commits while the rest still waits
+
+    assert queued[1:] == [([later], None)]  # no second evaluation queued
 
 
 def test_an_urgent_evaluation_that_fails_is_queued_and_the_readings_stay_stored(
