@@ -40,7 +40,10 @@ CHECKPOINTS = 8
 CHECKPOINT_MIN = 32  # readings between two checkpoints of one read, at least
 EVALUATION_SLICE = 0.1  # seconds an evaluation task runs before it queues its other shipments anew
 URGENT, CALM = "evaluate-now", "evaluate"  # the cache marks of shipments queued for evaluation
-CHAINED_MARK_SECONDS = 30  # how long the marks of shipments an evaluation task queued anew last (a lost task)
+# How long the marks of the shipments an evaluation task queued anew last: a lost task delays their calm
+# evaluation that long at most. Without a shared cache (CACHE_URL) each worker process marks for itself, and a
+# process's own marks can hold its requests back that long while another process evaluates the shipments.
+CHAINED_MARK_SECONDS = 30
 
 
 def evaluation_request(shipment_ids: Iterable[int], *, urgent: Iterable[int] = ()) -> None:

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import logging
+import operator
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import OperationalError, connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from iot_ingest import evaluation, pgcopy, protocol, triage
@@ -261,42 +263,51 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
 
 
 def _urgent_and_earlier(pending: models.QuerySet[InboxMessage], room: int) -> list[_Pending]:
-    """The urgent pending rows no other worker holds, and the earlier pending messages of their loggers.
+    """The urgent pending MQTT messages no other worker holds, and the earlier pending messages of their loggers.
 
     A logger's messages are judged in order: its urgent message alone would
     show its shipment a hole where the earlier ones are still on their way,
     and a hole is a data gap alert. So its earlier messages come along (MQTT
-    names the logger in the topic), and those another worker is storing are
+    names the logger in the topic; messages without a topic, HTTPS's, are
+    left to the batch they came in), and those another worker is storing are
     waited for, ``URGENT_WAIT`` seconds at most: they are then done, and this
     evaluation sees their readings. A worker stuck in its transaction longer
-    than that is not waited for again: what nobody holds is taken.
+    than that is not waited for: what nobody holds is taken.
     """
-    rows = _taken(pending.filter(urgent=True).order_by("received_at", "id")[:room])
-    topics = sorted({row.topic for row in rows if row.topic})
-    if not topics or len(rows) >= room:
+    rows = _taken(pending.filter(urgent=True).exclude(topic="").order_by("received_at", "id")[:room])
+    if not rows or len(rows) >= room:
         return rows
-    earlier = InboxMessage.objects.filter(
-        outcome=Outcome.PENDING, urgent=False, topic__in=topics, received_at__lte=max(r.received_at for r in rows)
-    ).order_by("received_at", "id")[: room - len(rows)]
+    newest: dict[str, datetime.datetime] = {}
+    for row in rows:
+        newest[row.topic] = max(newest.get(row.topic, row.received_at), row.received_at)
+    same_logger = functools.reduce(
+        operator.or_, (Q(topic=topic, received_at__lte=at) for topic, at in sorted(newest.items()))
+    )
+    earlier = (
+        InboxMessage.objects.filter(same_logger, outcome=Outcome.PENDING)
+        .exclude(pk__in=[row.pk for row in rows])
+        .order_by("received_at", "id")[: room - len(rows)]
+    )
     try:
-        with transaction.atomic():  # a savepoint: a lock not granted in time leaves the transaction usable
-            _lock_timeout(URGENT_WAIT)
+        with transaction.atomic():  # a savepoint: a statement cut short leaves the transaction usable
+            _statement_timeout(URGENT_WAIT)
             rows += _taken(earlier.select_for_update())  # no SKIP LOCKED: they must not commit after these
-            _lock_timeout(None)
+            _statement_timeout(None)
     except OperationalError:
         rows += _taken(earlier.select_for_update(skip_locked=True))
     return rows
 
 
-def _lock_timeout(seconds: float | None) -> None:
-    """How long the transaction's statements from now on wait for a row lock (None: as configured)."""
+def _statement_timeout(seconds: float | None) -> None:
+    """How long each of the transaction's statements from now on may take, waits for locks included (None: as
+    configured)."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
         if seconds is None:
-            cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+            cursor.execute("SET LOCAL statement_timeout TO DEFAULT")
         else:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{round(seconds * 1000)}ms"])
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{round(seconds * 1000)}ms"])
 
 
 def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) -> Counter[str]:
@@ -306,6 +317,7 @@ def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) 
         rows = select(InboxMessage.objects.select_for_update(skip_locked=True).filter(outcome=Outcome.PENDING))
         if not rows:
             return counts
+        rows.sort(key=lambda row: (row.received_at, row.pk))  # of two messages with one seq, the first is accepted
         _commit_without_waiting_for_disk()
         envelopes = [(row, _parse(row)) for row in rows]
         devices = _devices({e.device_id for _, e in envelopes if isinstance(e, protocol.Envelope)})

@@ -6,6 +6,7 @@ import datetime
 import io
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading
 from ledger import merkle
 from ledger import services as ledger
 from ledger.models import Entry
-from tests.conftest import Persona
+from tests.conftest import Persona, unavailable
 from traceability import services as traceability
 
 pytestmark = pytest.mark.django_db
@@ -267,7 +268,8 @@ def test_a_task_takes_on_urgent_rows_before_older_ones(
     low, high = riding
     calm = [celsius(seq, (low + high) / 2) for seq in (60, 61, 62)]
     raws = [*calm, celsius(63, high + 5)]
-    rows = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+    topic = "coldtrace/v1/devices/LOG-0001/readings"
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt", topic) for raw in raws], enqueue=False)
     mine, older, oldest_but_one, urgent = rows
     assert services.messages_process([mine.pk]) == {"accepted": 2}
     outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
@@ -284,8 +286,14 @@ def test_urgent_rows_commit_and_are_evaluated_before_the_task_s_own_rows(
     logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     low, high = riding
-    raws = [celsius(70, (low + high) / 2), celsius(71, high + 5)]
-    mine, urgent = services.inbox_receive([services.RawMessage(raw, "mqtt") for raw in raws], enqueue=False)
+    topic, now = "coldtrace/v1/devices/LOG-0001/readings", timezone.now()
+    urgent, mine = services.inbox_receive(  # the urgent one first: no earlier message of its logger waits
+        [
+            services.RawMessage(celsius(71, high + 5), "mqtt", topic, now),
+            services.RawMessage(celsius(70, (low + high) / 2), "mqtt", topic, now + datetime.timedelta(seconds=1)),
+        ],
+        enqueue=False,
+    )
     evaluated: list[tuple[list[int], dict[int, str]]] = []
 
     def after_commit(touched: dict[int, list[float]], *, urgent: set[int]) -> None:
@@ -338,42 +346,85 @@ def test_an_urgent_message_takes_its_logger_s_earlier_messages_along_and_no_othe
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_stuck_holding_the_earlier_messages_is_waited_for_only_so_long(
+def test_an_urgent_message_without_a_topic_stays_with_the_batch_it_came_in(
     logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """HTTPS names no logger beside the message: its earlier messages could not be found, so it is not singled out."""
+    low, high = riding
+    raws = [celsius(95, (low + high) / 2), celsius(96, high + 5)]
+    rows = services.inbox_receive([services.RawMessage(raw, "http") for raw in raws], enqueue=False)
+    committed: list[dict[int, str]] = []
+    monkeypatch.setattr(
+        evaluation,
+        "evaluation_after_processing",
+        lambda *args, **kwargs: committed.append(dict(InboxMessage.objects.values_list("pk", "outcome"))),
+    )
+    assert services.messages_process([row.pk for row in rows]) == {"accepted": 2}
+    assert committed == [{row.pk: "accepted" for row in rows}]  # one commit
+
+
+def _held_while(pk: int, seconds: float, work: Callable[[], Any]) -> Any:
+    """``work``'s result, while another connection holds the inbox row's lock, for ``seconds`` at most."""
+    if connection.vendor != "postgresql":
+        unavailable("row locks are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    locked, release = threading.Event(), threading.Event()
+
+    def other_worker() -> None:
+        try:
+            with transaction.atomic():
+                InboxMessage.objects.select_for_update().get(pk=pk)
+                locked.set()
+                release.wait(seconds)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=other_worker)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        return work()
+    finally:
+        release.set()
+        holder.join()
+
+
+def _earlier_and_urgent(riding: tuple[float, float]) -> list[InboxMessage]:
     low, high = riding
     topic, now = "coldtrace/v1/devices/LOG-0001/readings", timezone.now()
     raws = [celsius(90, (low + high) / 2), celsius(91, high + 5)]
-    earlier, urgent = services.inbox_receive(
+    return services.inbox_receive(
         [
             services.RawMessage(raw, "mqtt", topic, now + datetime.timedelta(milliseconds=n))
             for n, raw in enumerate(raws)
         ],
         enqueue=False,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_logger_s_earlier_messages_another_worker_holds_are_waited_for(
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier, urgent = _earlier_and_urgent(riding)
+    committed: list[dict[int, str]] = []
+    monkeypatch.setattr(
+        evaluation,
+        "evaluation_after_processing",
+        lambda *args, **kwargs: committed.append(dict(InboxMessage.objects.values_list("pk", "outcome"))),
+    )
+    _held_while(earlier.pk, 0.5, lambda: services.messages_process([urgent.pk]))  # released well within URGENT_WAIT
+    assert committed[0] == {earlier.pk: "accepted", urgent.pk: "accepted"}  # one commit, after the wait
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_stuck_holding_the_earlier_messages_is_waited_for_only_so_long(
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    earlier, urgent = _earlier_and_urgent(riding)
     monkeypatch.setattr(services, "URGENT_WAIT", 0.2)
-    locked, release = threading.Event(), threading.Event()
-
-    def stuck_worker() -> None:  # holds the earlier message's lock for 10 s, or until released
-        try:
-            with transaction.atomic():
-                InboxMessage.objects.select_for_update().get(pk=earlier.pk)
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=stuck_worker)
-    holder.start()
-    try:
-        assert locked.wait(10)
-        counts = services.messages_process([urgent.pk])
-        outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
-    finally:
-        release.set()
-        holder.join()
+    counts = _held_while(earlier.pk, 10, lambda: services.messages_process([urgent.pk]))
     assert counts == {"accepted": 1}
-    assert outcomes == {earlier.pk: "pending", urgent.pk: "accepted"}  # not waited for: still the stuck one's
+    assert dict(InboxMessage.objects.values_list("pk", "outcome")) == {earlier.pk: "pending", urgent.pk: "accepted"}
 
 
 def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
