@@ -773,12 +773,9 @@ def _subscribe(topic: str, received: Synchronized[int], last: Synchronized[float
 def copy_rate() -> float:
     """Rows/s of a PostgreSQL COPY of the stored readings into a temporary table with the same columns, in
     the binary format processing writes."""
-    table = Reading._meta.db_table
-    rows = io.BytesIO()
+    table, count, rows = Reading._meta.db_table, Reading.objects.count(), io.BytesIO()
     with connection.cursor() as cursor:
         cursor.cursor.copy_expert(f"COPY {table} TO STDOUT WITH (FORMAT binary)", rows)
-    count = Reading.objects.count()
-    with connection.cursor() as cursor:
         rows.seek(0)
         cursor.execute(f"CREATE TEMPORARY TABLE bench_reading (LIKE {table})")
         try:

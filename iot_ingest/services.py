@@ -231,6 +231,30 @@ class _Batch:
     seen: dict[int, datetime.datetime]  # device pk -> newest receipt
 
 
+@dataclass(slots=True)
+class _Pending:
+    """An inbox row being processed: what processing reads of it, and the outcome it writes back (a model
+    instance per message cost more than the outcome's whole update)."""
+
+    pk: int
+    raw: bytes
+    topic: str
+    received_at: datetime.datetime
+    outcome: str = Outcome.PENDING
+    reason: str = ""
+    detail: str = ""
+    processed_at: datetime.datetime | None = None
+    device_id: int | None = None
+    seq: int | None = None
+
+
+def _taken(rows: models.QuerySet[InboxMessage]) -> list[_Pending]:
+    return [
+        _Pending(pk, bytes(raw), topic, received_at)
+        for pk, raw, topic, received_at in rows.values_list("pk", "raw", "topic", "received_at")
+    ]
+
+
 def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int]:
     """Processes pending inbox rows; rows already processed (or taken by another worker) are skipped.
 
@@ -294,6 +318,11 @@ def _urgent_and_earlier(pending: models.QuerySet[InboxMessage], room: int) -> li
             rows += _taken(earlier.select_for_update())  # no SKIP LOCKED: they must not commit after these
             _statement_timeout(None)
     except OperationalError:
+        logger.warning(
+            "another worker has held earlier messages of %s for over %gs; the urgent ones go without them",
+            ", ".join(sorted(newest)),
+            URGENT_WAIT,
+        )
         rows += _taken(earlier.select_for_update(skip_locked=True))
     return rows
 
@@ -334,30 +363,6 @@ def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) 
         urgent = evaluation.urgent_shipments(batch.touched)
         transaction.on_commit(lambda: evaluation.evaluation_after_processing(batch.touched, urgent=urgent))
     return counts
-
-
-@dataclass(slots=True)
-class _Pending:
-    """An inbox row being processed: what processing reads of it, and the outcome it writes back (a model
-    instance per message cost more than the outcome's whole update)."""
-
-    pk: int
-    raw: bytes
-    topic: str
-    received_at: datetime.datetime
-    outcome: str = Outcome.PENDING
-    reason: str = ""
-    detail: str = ""
-    processed_at: datetime.datetime | None = None
-    device_id: int | None = None
-    seq: int | None = None
-
-
-def _taken(rows: models.QuerySet[InboxMessage]) -> list[_Pending]:
-    return [
-        _Pending(pk, bytes(raw), topic, received_at)
-        for pk, raw, topic, received_at in rows.values_list("pk", "raw", "topic", "received_at")
-    ]
 
 
 def _commit_without_waiting_for_disk() -> None:

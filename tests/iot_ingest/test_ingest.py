@@ -37,6 +37,7 @@ VECTOR = (
     b"OhFIqF0lxL5ue8dj7UhjFJNv3sOELHhNHyom7WE4AZbUSrCNmHwlV06PJHav0rx1Ez7LAQ"
 )
 VECTOR_RECEIVED = datetime.datetime(2026, 11, 28, 12, 3, tzinfo=UTC)
+TOPIC = "coldtrace/v1/devices/LOG-0001/readings"  # the MQTT topic of the logger the fixture registers
 
 
 @pytest.fixture
@@ -268,8 +269,7 @@ def test_a_task_takes_on_urgent_rows_before_older_ones(
     low, high = riding
     calm = [celsius(seq, (low + high) / 2) for seq in (60, 61, 62)]
     raws = [*calm, celsius(63, high + 5)]
-    topic = "coldtrace/v1/devices/LOG-0001/readings"
-    rows = services.inbox_receive([services.RawMessage(raw, "mqtt", topic) for raw in raws], enqueue=False)
+    rows = services.inbox_receive([services.RawMessage(raw, "mqtt", TOPIC) for raw in raws], enqueue=False)
     mine, older, oldest_but_one, urgent = rows
     assert services.messages_process([mine.pk]) == {"accepted": 2}
     outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
@@ -281,29 +281,44 @@ def test_a_task_takes_on_urgent_rows_before_older_ones(
     ]
 
 
-@pytest.mark.django_db(transaction=True)  # real commits: each runs its callbacks when it happens
-def test_urgent_rows_commit_and_are_evaluated_before_the_task_s_own_rows(
-    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    low, high = riding
-    topic, now = "coldtrace/v1/devices/LOG-0001/readings", timezone.now()
-    urgent, mine = services.inbox_receive(  # the urgent one first: no earlier message of its logger waits
+Commit = tuple[list[int], dict[int, str]]  # the shipments evaluated at once, and every inbox row's outcome
+
+
+@pytest.fixture
+def commits(monkeypatch: pytest.MonkeyPatch) -> list[Commit]:
+    """What each processing commit left behind, as its evaluation saw it (instead of evaluating)."""
+    seen: list[Commit] = []
+
+    def after_commit(touched: dict[int, list[float]], *, urgent: set[int]) -> None:
+        seen.append((sorted(urgent), dict(InboxMessage.objects.values_list("pk", "outcome"))))
+
+    monkeypatch.setattr(evaluation, "evaluation_after_processing", after_commit)
+    return seen
+
+
+def arriving(*messages: tuple[bytes, str]) -> list[InboxMessage]:
+    """(raw, topic) messages received over MQTT a millisecond apart, in that order."""
+    now = timezone.now()
+    return services.inbox_receive(
         [
-            services.RawMessage(celsius(71, high + 5), "mqtt", topic, now),
-            services.RawMessage(celsius(70, (low + high) / 2), "mqtt", topic, now + datetime.timedelta(seconds=1)),
+            services.RawMessage(raw, "mqtt", topic, now + datetime.timedelta(milliseconds=n))
+            for n, (raw, topic) in enumerate(messages)
         ],
         enqueue=False,
     )
-    evaluated: list[tuple[list[int], dict[int, str]]] = []
 
-    def after_commit(touched: dict[int, list[float]], *, urgent: set[int]) -> None:
-        evaluated.append((sorted(urgent), dict(InboxMessage.objects.values_list("pk", "outcome"))))
 
-    monkeypatch.setattr(evaluation, "evaluation_after_processing", after_commit)
+@pytest.mark.django_db(transaction=True)  # real commits: each runs its callbacks when it happens
+def test_urgent_rows_commit_and_are_evaluated_before_the_task_s_own_rows(
+    logger: Device, riding: tuple[float, float], commits: list[Commit]
+) -> None:
+    low, high = riding
+    # The urgent one first: no earlier message of its logger waits.
+    urgent, mine = arriving((celsius(71, high + 5), TOPIC), (celsius(70, (low + high) / 2), TOPIC))
     assert services.messages_process([mine.pk]) == {"accepted": 2}
 
     shipment = DeviceAssignment.objects.get(device=logger).shipment_id
-    assert evaluated == [
+    assert commits == [
         ([shipment], {mine.pk: "pending", urgent.pk: "accepted"}),  # its alert waits for nothing else
         ([], {mine.pk: "accepted", urgent.pk: "accepted"}),
     ]
@@ -311,56 +326,34 @@ def test_urgent_rows_commit_and_are_evaluated_before_the_task_s_own_rows(
 
 @pytest.mark.django_db(transaction=True)
 def test_an_urgent_message_takes_its_logger_s_earlier_messages_along_and_no_other(
-    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+    logger: Device, riding: tuple[float, float], commits: list[Commit]
 ) -> None:
     """Judged alone, the urgent message would leave a hole where its logger's earlier ones still wait: a gap."""
     low, high = riding
     calm = (low + high) / 2
-    topic = "coldtrace/v1/devices/LOG-0001/readings"
-    raws = [
-        (celsius(80, calm), "coldtrace/v1/devices/LOG-0002/readings"),  # another logger (its seq is not checked)
-        (celsius(81, calm), topic),
-        (celsius(82, high + 5), topic),
-        (celsius(83, calm), topic),  # after it
-    ]
-    now = timezone.now()
-    other, earlier, urgent, later = services.inbox_receive(
-        [
-            services.RawMessage(raw, "mqtt", topic, now + datetime.timedelta(milliseconds=n))
-            for n, (raw, topic) in enumerate(raws)
-        ],
-        enqueue=False,
-    )
-    committed: list[dict[int, str]] = []
-    monkeypatch.setattr(
-        evaluation,
-        "evaluation_after_processing",
-        lambda *args, **kwargs: committed.append(dict(InboxMessage.objects.values_list("pk", "outcome"))),
+    other, earlier, urgent, later = arriving(
+        (celsius(80, calm), "coldtrace/v1/devices/LOG-0002/readings"),  # another logger's topic
+        (celsius(81, calm), TOPIC),
+        (celsius(82, high + 5), TOPIC),
+        (celsius(83, calm), TOPIC),  # after it
     )
     services.messages_process([later.pk])
 
-    pending, accepted, rejected = "pending", "accepted", "rejected"
-    assert committed[0] == {other.pk: pending, earlier.pk: accepted, urgent.pk: accepted, later.pk: pending}
-    assert committed[1][later.pk] == accepted
-    assert committed[1][other.pk] == rejected  # device_mismatch: LOG-0001 signed it
+    [(_, first), (_, second)] = commits
+    assert first == {other.pk: "pending", earlier.pk: "accepted", urgent.pk: "accepted", later.pk: "pending"}
+    assert (second[later.pk], second[other.pk]) == ("accepted", "rejected")  # device_mismatch: LOG-0001 signed it
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_urgent_message_without_a_topic_stays_with_the_batch_it_came_in(
-    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+    logger: Device, riding: tuple[float, float], commits: list[Commit]
 ) -> None:
     """HTTPS names no logger beside the message: its earlier messages could not be found, so it is not singled out."""
     low, high = riding
     raws = [celsius(95, (low + high) / 2), celsius(96, high + 5)]
     rows = services.inbox_receive([services.RawMessage(raw, "http") for raw in raws], enqueue=False)
-    committed: list[dict[int, str]] = []
-    monkeypatch.setattr(
-        evaluation,
-        "evaluation_after_processing",
-        lambda *args, **kwargs: committed.append(dict(InboxMessage.objects.values_list("pk", "outcome"))),
-    )
     assert services.messages_process([row.pk for row in rows]) == {"accepted": 2}
-    assert committed == [{row.pk: "accepted" for row in rows}]  # one commit
+    assert [outcomes for _, outcomes in commits] == [{row.pk: "accepted" for row in rows}]  # one commit
 
 
 def _held_while(pk: int, seconds: float, work: Callable[[], Any]) -> Any:
@@ -390,41 +383,28 @@ def _held_while(pk: int, seconds: float, work: Callable[[], Any]) -> Any:
 
 def _earlier_and_urgent(riding: tuple[float, float]) -> list[InboxMessage]:
     low, high = riding
-    topic, now = "coldtrace/v1/devices/LOG-0001/readings", timezone.now()
-    raws = [celsius(90, (low + high) / 2), celsius(91, high + 5)]
-    return services.inbox_receive(
-        [
-            services.RawMessage(raw, "mqtt", topic, now + datetime.timedelta(milliseconds=n))
-            for n, raw in enumerate(raws)
-        ],
-        enqueue=False,
-    )
+    return arriving((celsius(90, (low + high) / 2), TOPIC), (celsius(91, high + 5), TOPIC))
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_logger_s_earlier_messages_another_worker_holds_are_waited_for(
-    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+    logger: Device, riding: tuple[float, float], commits: list[Commit]
 ) -> None:
     earlier, urgent = _earlier_and_urgent(riding)
-    committed: list[dict[int, str]] = []
-    monkeypatch.setattr(
-        evaluation,
-        "evaluation_after_processing",
-        lambda *args, **kwargs: committed.append(dict(InboxMessage.objects.values_list("pk", "outcome"))),
-    )
     _held_while(earlier.pk, 0.5, lambda: services.messages_process([urgent.pk]))  # released well within URGENT_WAIT
-    assert committed[0] == {earlier.pk: "accepted", urgent.pk: "accepted"}  # one commit, after the wait
+    assert commits[0][1] == {earlier.pk: "accepted", urgent.pk: "accepted"}  # one commit, after the wait
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_stuck_holding_the_earlier_messages_is_waited_for_only_so_long(
-    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch
+    logger: Device, riding: tuple[float, float], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     earlier, urgent = _earlier_and_urgent(riding)
     monkeypatch.setattr(services, "URGENT_WAIT", 0.2)
     counts = _held_while(earlier.pk, 10, lambda: services.messages_process([urgent.pk]))
     assert counts == {"accepted": 1}
     assert dict(InboxMessage.objects.values_list("pk", "outcome")) == {earlier.pk: "pending", urgent.pk: "accepted"}
+    assert f"held earlier messages of {TOPIC} for over 0.2s" in caplog.text  # staff see the stuck worker
 
 
 def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
