@@ -201,10 +201,16 @@ def inbox_sweep(*, older_than: datetime.timedelta = datetime.timedelta(seconds=3
 
 
 def inbox_failed(ids: Sequence[int], error: BaseException) -> None:
-    """Counts a failed processing attempt; after MAX_ATTEMPTS a row becomes a dead letter with the error."""
+    """Counts a failed processing attempt; after MAX_ATTEMPTS a row becomes a dead letter with the error.
+
+    Rows another worker holds are passed over: that worker is processing them
+    now, and counts its own failure if it fails. So this never waits for a
+    lock, and never deadlocks with a worker that does.
+    """
     detail = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
-        rows = InboxMessage.objects.select_for_update().filter(pk__in=ids, outcome=Outcome.PENDING)
+        pending = InboxMessage.objects.filter(pk__in=ids, outcome=Outcome.PENDING)
+        rows = pending.select_for_update(skip_locked=True).order_by("id")
         for row in rows:
             row.attempts += 1
             row.detail = detail

@@ -407,6 +407,14 @@ def test_a_worker_stuck_holding_the_earlier_messages_is_waited_for_only_so_long(
     assert f"held earlier messages of {TOPIC} for over 0.2s" in caplog.text  # staff see the stuck worker
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_passes_over_the_rows_another_worker_is_processing(logger: Device) -> None:
+    held, free = two_pending(logger)
+    _held_while(held.pk, 10, lambda: services.inbox_failed([held.pk, free.pk], RuntimeError("lost")))
+    # Waiting for the lock would have counted the held row too, once released: its holder counts its own failure.
+    assert dict(InboxMessage.objects.values_list("pk", "attempts")) == {held.pk: 0, free.pk: 1}
+
+
 def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
     logger: Device, monkeypatch: pytest.MonkeyPatch
 ) -> None:
