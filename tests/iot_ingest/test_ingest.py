@@ -10,10 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from iot_ingest import evaluation, protocol, services, tasks
@@ -470,6 +473,27 @@ def test_readings_are_committed_to_the_ledger_and_each_can_be_proven(
     response = manufacturer.client().get(f"/api/v1/shipments/{shipment.pk}/readings/{reading.pk}/proof")
     assert response.status_code == 200
     assert response.json()["root"] == bytes(commit.root).hex()
+
+
+@given(
+    device_id=st.from_regex(protocol.DEVICE_ID, fullmatch=True),
+    seq=st.integers(0, protocol.MAX_SEQ),
+    index=st.integers(0, protocol.MAX_RECORDS - 1),
+    kind=st.sampled_from(Reading.Kind.values),
+    value=st.floats(allow_nan=False, allow_infinity=False),
+    measured_at=st.datetimes(
+        timezones=st.builds(
+            datetime.timezone, st.timedeltas(-datetime.timedelta(hours=23), datetime.timedelta(hours=23))
+        )
+    ),
+)
+def test_a_reading_s_leaf_is_its_rfc_8785_canonical_json(
+    device_id: str, seq: int, index: int, kind: str, value: float, measured_at: datetime.datetime
+) -> None:
+    reading = Reading(index=index, kind=kind, value=value, measured_at=measured_at)
+    utc = measured_at.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    canonical = {"device": device_id, "seq": seq, "index": index, "kind": kind, "value": value, "measured_at": utc}
+    assert services.reading_leaf(reading, device_id, seq) == rfc8785.dumps(canonical)
 
 
 def test_devices_register_from_the_command_line(manufacturer: Persona) -> None:
