@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from iot_ingest import evaluation, triage
@@ -61,6 +62,15 @@ def _fresh_cache() -> None:
     cache.clear()
     evaluation.watches_forget()
     triage.forget()
+
+
+@pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Each test starts and ends in the default language: LocaleMiddleware leaves a request's language active in
+    the thread, and a test after a Chinese page would otherwise speak Chinese."""
+    translation.deactivate()
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(autouse=True)
