@@ -476,6 +476,8 @@ def _reading(record: dict[str, Any], base: _Base, index: int, window: _Window) -
     value = _value(record, base, index, unit)
     at = _time(float(record.get("t", 0.0)) + base.time, window, index)  # a finite number: _check_shape
     low, high = VALUE_RANGES[unit]
+    if not math.isfinite(value):  # bv + v of two finite numbers can still overflow
+        raise Rejected("value_out_of_range", f"record {index} ({name}) resolves to {value} {unit}, not a number")
     if not low <= value <= high:
         raise Rejected(
             "value_out_of_range", f"record {index} ({name}) reads {value:g} {unit}; the range is {low:g} to {high:g}"

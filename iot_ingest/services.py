@@ -32,7 +32,6 @@ from django.utils import timezone
 from iot_ingest import evaluation, pgcopy, protocol, triage
 from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading, ReadingCommit
 from ledger import merkle
-from traceability import selectors
 from traceability import services as traceability
 from traceability.models import Organisation, Shipment
 
@@ -80,21 +79,40 @@ def device_add(*, actor: User, device_id: str, public_key: bytes) -> Device:
 def device_assign(
     *, actor: User, device: Device, shipment: Shipment, starts_at: datetime.datetime | None = None
 ) -> DeviceAssignment:
-    """Puts the actor's logger on the shipment from ``starts_at`` (now); its previous ride ends then."""
+    """Puts the actor's logger on the shipment from ``starts_at`` (now).
+
+    Those who handle the goods assign loggers: the shipper, the carrier and
+    whoever holds the shipment now. A ride starts no earlier than the
+    shipment was created and no later than now (a logger's clock may run a
+    little ahead). Rides never overlap: the logger's current ride ends then,
+    and so does the ride of the logger the shipment carried until then. A
+    shipment carries one logger at a time, because its contract is judged on
+    one series of readings: two loggers' readings interleaved would mask each
+    other's excursions (a logger at 9 °C and one at 5 °C would reset each
+    other's timers).
+    """
     organisation = traceability.actor_organisation(actor)
     if device.organisation_id != organisation.pk:
         raise PermissionDenied("Only the logger's owner assigns it.")
-    if organisation.pk not in selectors.shipment_parties(shipment):
-        raise PermissionDenied("Assign loggers to shipments your organisation ships or carries.")
+    shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)  # one assignment to a shipment at a time
+    if organisation.pk not in (shipment.shipper_id, shipment.carrier_id, shipment.custodian_id):
+        raise PermissionDenied("Loggers are put on by the shipment's shipper, its carrier or its holder.")
     if shipment.status not in (Shipment.Status.PLANNED, Shipment.Status.IN_TRANSIT):
         raise ValidationError({"shipment": f"shipment is {shipment.status}; loggers ride planned or moving ones"})
-    start = starts_at or timezone.now()
-    current = DeviceAssignment.objects.select_for_update().filter(device=device, ends_at__isnull=True).first()
-    if current is not None:
-        if current.starts_at >= start:
-            raise ValidationError({"starts_at": "must be after the logger's current assignment began"})
-        current.ends_at = start
-        current.save(update_fields=["ends_at"])
+    now = timezone.now()
+    start = starts_at or now
+    began = min(shipment.created_at, shipment.dispatched_at or shipment.created_at)  # a dispatch may be recorded late
+    if start < began:
+        raise ValidationError({"starts_at": f"must not be before the shipment was created or dispatched ({began})"})
+    if start > now + protocol.MAX_FUTURE:
+        raise ValidationError({"starts_at": "must not be in the future"})
+    rides = DeviceAssignment.objects.select_for_update().filter(Q(device=device) | Q(shipment=shipment))
+    for ride in rides.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=start)).select_related("device"):
+        whose = "the logger's" if ride.device_id == device.pk else f"logger {ride.device.device_id}'s"
+        if ride.starts_at >= start or ride.ends_at is not None:
+            raise ValidationError({"starts_at": f"must be after {whose} ride that began {ride.starts_at}"})
+        ride.ends_at = start
+        ride.save(update_fields=["ends_at"])
     return DeviceAssignment.objects.create(device=device, shipment=shipment, starts_at=start)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.db import connection
 
 from iot_ingest import evaluation, partitions, services
 from traceability.models import Shipment
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, ignore_result=True, max_retries=services.MAX_ATTEMPTS + 1, soft_time_limit=60, time_limit=90)
@@ -49,9 +53,18 @@ def evaluate_moving() -> int:
 
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
 def commit_readings() -> int:
-    """Beat: a ``readings.committed`` ledger entry per shipment with new readings."""
-    shipments = Shipment.objects.filter(readings__commit__isnull=True).distinct()
-    return sum(services.readings_commit(shipment) is not None for shipment in shipments)
+    """Beat: a ``readings.committed`` ledger entry per shipment with new readings; returns how many were made.
+
+    Each shipment's commit is its own transaction: one that fails is logged
+    and tried again next time, and holds back no other shipment's.
+    """
+    made = 0
+    for shipment in Shipment.objects.filter(readings__commit__isnull=True).distinct():
+        try:
+            made += services.readings_commit(shipment) is not None
+        except Exception:
+            logger.exception("could not commit the readings of shipment %s; trying the others", shipment.pk)
+    return made
 
 
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import call_command
 from django.db import connection, transaction
 from django.utils import timezone
@@ -41,6 +42,7 @@ VECTOR = (
 )
 VECTOR_RECEIVED = datetime.datetime(2026, 11, 28, 12, 3, tzinfo=UTC)
 TOPIC = "coldtrace/v1/devices/LOG-0001/readings"  # the MQTT topic of the logger the fixture registers
+HOUR = datetime.timedelta(hours=1)
 
 
 @pytest.fixture
@@ -152,6 +154,41 @@ def test_readings_belong_to_the_shipment_the_logger_rode_with_at_that_time(
     receive(VECTOR)
     attributed = dict(Reading.objects.filter(kind="temperature").values_list("value", "shipment"))
     assert attributed == {5.1: None, 5.3: shipment.pk, 8.6: shipment.pk}
+
+
+def test_only_those_who_handle_the_goods_put_loggers_on_a_shipment(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=timezone.now() - datetime.timedelta(hours=1))
+    own, _ = services.device_register(device_id="LOG-PHARMACY", organisation=pharmacy.organisation)
+    devices = f"/api/v1/shipments/{shipment.pk}/devices"
+    response = pharmacy.client().post(devices, {"device_id": "LOG-PHARMACY"}, format="json")
+    assert response.status_code == 403  # the consignee sees the shipment, but its loggers are not on it
+    with pytest.raises(PermissionDenied):
+        services.device_assign(actor=pharmacy.user, device=own, shipment=shipment)
+    assert not DeviceAssignment.objects.exists()
+    carried, _ = services.device_register(device_id="LOG-CARRIER", organisation=carrier.organisation)
+    assert services.device_assign(actor=carrier.user, device=carried, shipment=shipment).shipment == shipment
+
+
+def test_a_shipment_carries_one_logger_at_a_time_and_rides_never_overlap(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    now = timezone.now()
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=now - datetime.timedelta(hours=3))
+    spare, _ = services.device_register(device_id="LOG-0002", organisation=manufacturer.organisation)
+    first = services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=now - HOUR)
+    second = services.device_assign(actor=manufacturer.user, device=spare, shipment=shipment)  # swapped in now
+    first.refresh_from_db()
+    assert first.ends_at == second.starts_at  # the swap ends the first logger's ride: one series per shipment
+    for starts_at, said in [
+        (now - 2 * HOUR, "must be after the logger's ride that began"),  # before its ride on this shipment
+        (now - 4 * HOUR, "must not be before the shipment was created or dispatched"),
+        (now + HOUR, "must not be in the future"),
+    ]:
+        with pytest.raises(ValidationError, match=said):
+            services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=starts_at)
+    assert DeviceAssignment.objects.count() == 2
 
 
 def test_the_inbox_keeps_each_message_as_received_in_the_order_given() -> None:
@@ -473,6 +510,36 @@ def test_readings_are_committed_to_the_ledger_and_each_can_be_proven(
     response = manufacturer.client().get(f"/api/v1/shipments/{shipment.pk}/readings/{reading.pk}/proof")
     assert response.status_code == 200
     assert response.json()["root"] == bytes(commit.root).hex()
+
+
+def test_a_shipment_whose_readings_cannot_be_committed_holds_back_no_other(
+    manufacturer: Persona,
+    carrier: Persona,
+    pharmacy: Persona,
+    logger: Device,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    left = VECTOR_RECEIVED - HOUR
+    broken, fine = (_dispatched_shipment(manufacturer, carrier, pharmacy, left=left) for _ in range(2))
+    [row] = services.inbox_receive([services.RawMessage(b"x", "mqtt")], enqueue=False)
+    for index, shipment in enumerate((broken, fine)):
+        Reading.objects.create(
+            device=logger, shipment=shipment, message=row, index=index, kind="temperature", value=5.0,
+            measured_at=left, received_at=left,
+        )  # fmt: skip
+    commit = services.readings_commit
+
+    def failing(shipment: Any) -> Any:
+        if shipment.pk == broken.pk:
+            raise FloatingPointError("cannot hash this reading")
+        return commit(shipment)
+
+    monkeypatch.setattr(services, "readings_commit", failing)
+    assert tasks.commit_readings() == 1
+    committed = {r.shipment_id: r.commit_id is not None for r in Reading.objects.all()}
+    assert committed == {broken.pk: False, fine.pk: True}
+    assert f"could not commit the readings of shipment {broken.pk}" in caplog.text  # tried again next time
 
 
 @given(

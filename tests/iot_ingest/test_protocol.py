@@ -581,6 +581,12 @@ def test_the_range_applies_to_the_resolved_value():
     assert reason(pack({"bv": 90, "n": NAME, "u": "Cel", "v": 10.5})) == "value_out_of_range"
 
 
+@pytest.mark.parametrize("unit", ["Cel", "%RH"])
+def test_a_value_whose_base_and_value_overflow_together_is_out_of_range(unit: str) -> None:
+    # Each is finite, their sum is not: stored, an infinite humidity broke its shipment's Merkle commits and charts.
+    assert reason(pack({"bv": 1e308, "n": NAME, "u": unit, "v": 1e308})) == "value_out_of_range"
+
+
 def test_bu_is_the_default_unit_and_u_overrides_it_for_its_record_only():
     readings = run(
         pack(
