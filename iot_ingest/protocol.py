@@ -259,6 +259,50 @@ def verify(envelope: Envelope, public_key: bytes) -> None:
         ) from None
 
 
+# Curve25519 in Edwards form (RFC 8032 section 5.1): the field prime, d, and the square root of -1.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def public_key_problem(raw: bytes) -> str | None:
+    """Why these 32 bytes are no logger's Ed25519 public key, or None when they are one.
+
+    Decodes the point as RFC 8032 section 5.1.3 does and refuses a
+    non-canonical encoding, bytes that are no point of the curve, and a point
+    of small order (8A = 0). Signatures under a small-order key prove nothing:
+    all zeros, for one, is such a key, and one forged message in eight
+    verifies with it. Checked once, when a logger is registered.
+    """
+    if len(raw) != PUBLIC_KEY_BYTES:
+        return f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, not {len(raw)}"
+    encoded = int.from_bytes(raw, "little")
+    y, sign = encoded & (2**255 - 1), encoded >> 255
+    if y >= _P:
+        return "the key is not canonically encoded (its y coordinate is not below 2^255 - 19)"
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if v * x * x % _P == -u % _P:
+        x = x * _SQRT_M1 % _P
+    if v * x * x % _P != u or (x == 0 and sign):
+        return "the key is not a point of the Ed25519 curve"
+    point = (x if x % 2 == sign else _P - x, y)
+    for _ in range(3):
+        point = _edwards_add(point, point)
+    if point == (0, 1):
+        return "the key is a point of small order, under which forged signatures verify"
+    return None
+
+
+def _edwards_add(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """The sum of two points of the curve -x^2 + y^2 = 1 + d x^2 y^2 (complete: no exceptions)."""
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    x = (x1 * y2 + y1 * x2) * pow(1 + t, _P - 2, _P) % _P
+    y = (y1 * y2 + x1 * x2) * pow(1 - t, _P - 2, _P) % _P
+    return x, y
+
+
 @functools.lru_cache(maxsize=4096)
 def _public_key(raw: bytes) -> Ed25519PublicKey:
     """The key object, made once per device key: a logger's key checks every one of its messages."""

@@ -58,8 +58,10 @@ def device_register(
     if public_key is None:
         private = Ed25519PrivateKey.generate()
         public_key = private.public_key().public_bytes_raw()
-    if len(public_key) != 32:
+    if len(public_key) != protocol.PUBLIC_KEY_BYTES:
         raise ValidationError({"public_key": "an Ed25519 public key is 32 bytes (64 hex digits)"})
+    if problem := protocol.public_key_problem(public_key):
+        raise ValidationError({"public_key": problem})
     if Device.objects.filter(device_id=device_id).exists():
         raise ValidationError({"device_id": f"device {device_id} is already registered"})
     device = Device.objects.create(device_id=device_id, organisation=organisation, public_key=public_key)

@@ -13,7 +13,7 @@ import pytest
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
 from hypothesis import given
@@ -574,6 +574,18 @@ def test_devices_register_from_the_command_line(manufacturer: Persona) -> None:
         "device_register", "LOG-0010", org=manufacturer.organisation.gln, public_key=VECTOR_PUBLIC.hex(), stdout=out
     )
     assert bytes(Device.objects.get(device_id="LOG-0010").public_key) == VECTOR_PUBLIC
+
+
+def test_a_weak_public_key_is_refused_wherever_a_logger_is_registered(manufacturer: Persona) -> None:
+    zeros = bytes(32).hex()  # a point of small order: one forged message in four verifies under it
+    with pytest.raises(CommandError, match="public_key: the key is a point of small order"):
+        call_command("device_register", "LOG-WEAK", org=manufacturer.organisation.gln, public_key=zeros)
+    response = manufacturer.client().post(
+        "/api/v1/devices/", {"device_id": "LOG-WEAK", "public_key": zeros}, format="json"
+    )
+    assert response.status_code == 400
+    assert "small order" in response.json()["public_key"][0]
+    assert not Device.objects.filter(device_id="LOG-WEAK").exists()
 
 
 # HTTPS ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ readings or raise Rejected with one of the spec's reasons.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import pickle
@@ -17,7 +18,8 @@ import string
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -343,6 +345,54 @@ def test_a_rejections_detail_says_what_was_wrong(raw: bytes, words: str):
 def test_a_registered_key_of_the_wrong_length_is_the_platforms_error_not_the_devices():
     with pytest.raises(ValueError, match="32 bytes"):
         verify(parse(VECTOR_MESSAGE), PUBLIC_KEY[:31])
+
+
+# Public keys (RFC 8032 section 5.1.3) ---------------------------------------------------------------
+
+
+# The eight points of order 1, 2, 4 and 8, each canonically encoded: [L]P of random curve points P.
+SMALL_ORDER = [
+    bytes.fromhex(point)
+    for point in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+]
+
+
+def test_under_a_key_of_small_order_forged_signatures_verify() -> None:
+    # Why such keys are refused: R the neutral point and S = 0 verify for a quarter of all messages under all zeros.
+    key = Ed25519PublicKey.from_public_bytes(bytes(32))
+    forgery = (1).to_bytes(32, "little") + bytes(32)
+    verified = 0
+    for n in range(64):
+        with contextlib.suppress(InvalidSignature):
+            key.verify(forgery, b"message %d" % n)
+            verified += 1
+    assert verified > 0
+
+
+@pytest.mark.parametrize("key", SMALL_ORDER, ids=lambda key: key.hex()[:8])
+def test_a_public_key_of_small_order_is_refused(key: bytes) -> None:
+    assert protocol.public_key_problem(key) == "the key is a point of small order, under which forged signatures verify"
+
+
+@given(st.binary(min_size=32, max_size=32))
+def test_every_genuine_public_key_is_accepted(seed: bytes) -> None:
+    key = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    assert protocol.public_key_problem(key) is None
+
+
+def test_bytes_that_are_no_canonical_curve_point_are_refused() -> None:
+    assert protocol.public_key_problem((2).to_bytes(32, "little")) == "the key is not a point of the Ed25519 curve"
+    assert "not canonically encoded" in (protocol.public_key_problem(b"\xff" * 32) or "")
+    assert protocol.public_key_problem(bytes(31)) == "an Ed25519 public key is 32 bytes, not 31"
 
 
 # The payload --------------------------------------------------------------------------------------
