@@ -8,6 +8,7 @@ import json
 from typing import Any, cast
 
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Avg, Count, FloatField, Func, Max, Min, QuerySet
 from django.db.models.functions import Floor
 from django.shortcuts import get_object_or_404
@@ -71,12 +72,16 @@ def _batch(body: bytes) -> list[bytes]:
     messages = document.get("messages") if isinstance(document, dict) else None
     if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_BATCH:
         raise ValidationError({"messages": [f"a list of 1 to {MAX_BATCH} compact JWS strings"]})
-    if not all(isinstance(message, str) for message in messages):
-        raise ValidationError({"messages": ["each message is a compact JWS string"]})
-    try:
-        return [message.encode("ascii") for message in messages]
-    except UnicodeEncodeError:
-        raise ValidationError({"messages": ["a compact JWS is ASCII"]}) from None
+    return [_message_bytes(message) for message in messages]
+
+
+def _message_bytes(message: Any) -> bytes:
+    """A batch element as the bytes the inbox keeps: a string's UTF-8, anything else as its JSON. Either way it
+    is stored and judged like any message, so one that is not a compact JWS is rejected (malformed) on its own,
+    never dropped, and it holds back none of the others."""
+    if isinstance(message, str):
+        return message.encode("utf-8", "surrogatepass")  # a JWS is ASCII: the protocol rejects anything else
+    return json.dumps(message, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 RESULT_FIELDS: dict[str, serializers.Field[Any, Any, Any, Any]] = {
@@ -105,15 +110,28 @@ class IngestReadings(APIView):
     )
     def post(self, request: Request) -> Response:
         single = request.content_type.split(";")[0].strip() == RawParser.media_type
-        body = cast(bytes, request.data)
+        body = request.data if isinstance(request.data, bytes) else b""  # an empty body is parsed by no parser
         raws = [body] if single else _batch(body)
         rows = services.inbox_receive([services.RawMessage(raw, "http") for raw in raws], enqueue=False)
-        services.messages_process([row.pk for row in rows])
-        rows = list(InboxMessage.objects.filter(pk__in=[row.pk for row in rows]).order_by("id"))
+        ids = [row.pk for row in rows]
+        services.messages_process(ids, adopt=False)  # these messages only: a request does no worker's work
+        rows = _settled(ids)
         results = [_result(row) for row in rows]
         if single and rows[0].reason in ("too_large", "malformed", "bad_header"):
             return Response(results[0], status=status.HTTP_400_BAD_REQUEST)
         return Response({"results": results}, status=status.HTTP_202_ACCEPTED)
+
+
+def _settled(ids: list[int]) -> list[InboxMessage]:
+    """The rows' outcomes once final: a worker that took some of them (adopting the oldest pending rows) is
+    waited for, so the answer never calls a message accepted that the worker then rejects. A row still
+    pending after that (its processing failed) is queued for the workers."""
+    with transaction.atomic():
+        rows = list(InboxMessage.objects.select_for_update().filter(pk__in=ids).order_by("id"))
+    pending = [row.pk for row in rows if row.outcome == InboxMessage.Outcome.PENDING]
+    if pending:
+        services.enqueue_processing(pending)
+    return rows
 
 
 def _result(row: InboxMessage) -> dict[str, Any]:

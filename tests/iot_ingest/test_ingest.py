@@ -6,6 +6,7 @@ import datetime
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from iot_ingest import evaluation, protocol, services, tasks
+from iot_ingest import api, evaluation, protocol, services, tasks
 from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading
 from ledger import merkle
 from ledger import services as ledger
@@ -602,24 +603,63 @@ def test_https_takes_one_message_as_application_jose(logger: Device, monkeypatch
 def test_https_takes_a_docked_loggers_buffer(logger: Device, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(services.timezone, "now", lambda: VECTOR_RECEIVED)
     other = signed(43, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(-1)}])
-    body = {"messages": [VECTOR.decode(), other.decode(), VECTOR.decode(), "junk"]}
+    body = {"messages": [VECTOR.decode(), other.decode(), VECTOR.decode(), "junk", "ünïcode", {"a": 1}, 7]}
     response = APIClient().post("/api/v1/ingest/readings", body, format="json")
     assert response.status_code == 202
+    malformed = {"seq": None, "outcome": "rejected", "reason": "malformed"}
     assert response.json()["results"] == [
         {"seq": 42, "outcome": "accepted"},
         {"seq": 43, "outcome": "accepted"},
         {"seq": 42, "outcome": "duplicate"},
-        {"seq": None, "outcome": "rejected", "reason": "malformed"},
+        *[malformed] * 4,  # each stored and rejected on its own, holding back none of the others
     ]
+    kept = InboxMessage.objects.filter(reason="malformed").order_by("id").values_list("raw", flat=True)
+    assert [bytes(raw) for raw in kept] == [b"junk", "ünïcode".encode(), b'{"a": 1}', b"7"]
 
 
 @pytest.mark.parametrize(
     ("body", "content_type"),
-    [(b"garbage", "application/jose"), (b'{"messages": []}', "application/json"), (b"[1]", "application/json")],
+    [
+        (b"garbage", "application/jose"),
+        (b'{"messages": []}', "application/json"),
+        (b"[1]", "application/json"),
+        (b"", "application/jose"),
+        (b"", "application/json"),
+        (b"", ""),
+    ],
 )
 def test_https_refuses_what_cannot_be_parsed_at_all(logger: Device, body: bytes, content_type: str) -> None:
-    response = APIClient().post("/api/v1/ingest/readings", body, content_type=content_type)
+    response = APIClient().generic("POST", "/api/v1/ingest/readings", body, content_type=content_type)
     assert response.status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_https_answers_with_the_outcome_of_a_worker_that_took_its_messages(logger: Device) -> None:
+    # A worker adopting the oldest pending rows may take a request's messages before the request does.
+    if connection.vendor != "postgresql":
+        unavailable("row locks are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    [row] = services.inbox_receive([services.RawMessage(b"junk", "http")], enqueue=False)
+    locked = threading.Event()
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():
+                InboxMessage.objects.select_for_update().filter(pk=row.pk).update(
+                    outcome="rejected", reason="malformed", detail="by the worker", processed_at=timezone.now()
+                )
+                locked.set()
+                time.sleep(1)  # still processing when the request looks
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=worker)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        [settled] = api._settled([row.pk])
+    finally:
+        holder.join()
+    assert (settled.outcome, settled.reason) == ("rejected", "malformed")  # not "accepted" while it was pending
 
 
 def _dispatched_shipment(manufacturer: Persona, carrier: Persona, pharmacy: Persona, *, left: datetime.datetime) -> Any:
