@@ -1,8 +1,9 @@
 """What Django and DRF leave to the project: the Permissions-Policy header, the audit of refused requests,
-and the API's throttles (settings.py says which rates apply)."""
+the API's throttles (settings.py says which rates apply) and the pages' password re-entry throttle."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 from rest_framework.request import Request
-from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
+from rest_framework.throttling import AnonRateThrottle, SimpleRateThrottle, UserRateThrottle
 
 from traceability import audit
 from traceability.models import AuditEvent
@@ -98,3 +99,24 @@ class UserThrottle(UserRateThrottle):
         if not request.user or not request.user.is_authenticated:
             return None
         return super().get_cache_key(request, view)
+
+
+class PasswordRecheckThrottle(SimpleRateThrottle):
+    """A signed-in user re-entering their password (to issue a recall), at the rate of scope ``auth``.
+
+    Counted where the API's recall issuing counts (``ScopedRateThrottle``, scope ``auth``, keyed by the user's id):
+    guesses on the page and through the API share one allowance.
+    """
+
+    scope = "auth"
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+
+def password_recheck_wait(request: HttpRequest) -> int | None:
+    """Counts one password re-entry by the request's signed-in user: None if allowed, else seconds to wait."""
+    throttle = PasswordRecheckThrottle()
+    if throttle.allow_request(request, None):  # type: ignore[arg-type]  # it reads only .user and .META
+        return None
+    return math.ceil(throttle.wait() or 1)

@@ -5,7 +5,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from traceability import views
-from traceability.signin import ThrottledLoginView
+from traceability.signin import ThrottledLoginView, admin_login
+
+# The admin site's URLs, its sign-in page replaced by one behind the sign-in lock-out (signin.admin_login).
+admin_patterns, admin_app, admin_namespace = admin.site.urls
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -24,5 +27,5 @@ urlpatterns = [
     path("api/v1/", include("traceability.api.recall_urls")),
     path("api/v1/", include("traceability.api.urls")),
     path("admin/status/", views.ops_status, name="ops-status"),  # before the admin's catch-all
-    path("admin/", admin.site.urls),
+    path("admin/", ([path("login/", admin_login, name="login"), *admin_patterns], admin_app, admin_namespace)),
 ]

@@ -176,6 +176,97 @@ def test_an_inactive_users_token_is_refused(pharmacy: Persona) -> None:
     assert response.json()["detail"] == "User inactive or deleted."
 
 
+# The sign-in lock-out -----------------------------------------------------------------
+# The token endpoint is a way to sign in like the page: the same count of failures per account (and per address)
+# in the cache, the same lock (traceability/signin.py). Each failure below comes from an address of its own, so
+# only the account's count is at stake.
+
+LOCKED = "Too many failed sign-ins for this account or from this address."
+
+
+def ask_for_a_token(username: str, password: str, address: str = "198.51.100.7") -> Any:
+    return APIClient(REMOTE_ADDR=address).post(TOKEN, {"username": username, "password": password}, format="json")
+
+
+def fail_on_the_page(username: str, times: int) -> None:
+    for attempt in range(times):
+        response = Client(REMOTE_ADDR=f"192.0.2.{attempt + 1}").post(
+            reverse("login"), {"username": username, "password": "wrong"}
+        )
+        assert response.status_code == 200
+
+
+def assert_locked_out(response: Any, settings: Any) -> None:
+    assert response.status_code == 429
+    assert response["Retry-After"] == str(settings.LOGIN_LOCKOUT_SECONDS)
+    assert response.json()["detail"].startswith(LOCKED)
+
+
+def test_an_account_locked_on_the_sign_in_page_gets_no_token_even_for_the_right_password(
+    pharmacy: Persona, settings: Any
+) -> None:
+    fail_on_the_page("pharmacy", settings.LOGIN_FAILURES_PER_ACCOUNT)
+
+    assert_locked_out(ask_for_a_token("pharmacy", PASSWORD, address="203.0.113.9"), settings)
+    assert not ApiToken.objects.exists()
+
+
+def test_wrong_passwords_sent_for_a_token_lock_the_account_on_the_page_and_the_api(
+    pharmacy: Persona, settings: Any
+) -> None:
+    for attempt in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        assert ask_for_a_token("PHARMACY", "wrong", address=f"192.0.2.{attempt + 1}").status_code == 400
+    failed = AuditEvent.objects.filter(kind=AuditEvent.Kind.SIGNIN_FAILED, detail__path=TOKEN)
+    assert failed.count() == settings.LOGIN_FAILURES_PER_ACCOUNT  # each audited, as before
+
+    page = Client(REMOTE_ADDR="203.0.113.9").post(reverse("login"), {"username": "pharmacy", "password": PASSWORD})
+    assert page.status_code == 429
+    assert "_auth_user_id" not in page.client.session
+    assert_locked_out(ask_for_a_token("pharmacy", PASSWORD, address="203.0.113.10"), settings)
+    assert not ApiToken.objects.exists()
+
+
+def test_a_locked_unknown_username_is_answered_exactly_like_a_locked_real_one(pharmacy: Persona, settings: Any) -> None:
+    for attempt in range(settings.LOGIN_FAILURES_PER_ACCOUNT):
+        ask_for_a_token("pharmacy", "wrong", address=f"192.0.2.{attempt + 1}")
+        ask_for_a_token("nobody-here", "wrong", address=f"192.0.2.{attempt + 1}")
+
+    real, unknown = ask_for_a_token("pharmacy", PASSWORD), ask_for_a_token("nobody-here", PASSWORD)
+
+    assert_locked_out(real, settings)
+    assert (real.status_code, real.json(), real["Retry-After"]) == (
+        unknown.status_code,
+        unknown.json(),
+        unknown["Retry-After"],
+    )
+
+
+def test_one_address_guessing_many_accounts_through_the_api_is_locked_out(pharmacy: Persona, settings: Any) -> None:
+    settings.LOGIN_FAILURES_PER_ADDRESS = 3  # below the endpoint's 10 requests a minute per address
+    for attempt in range(settings.LOGIN_FAILURES_PER_ADDRESS):
+        assert ask_for_a_token(f"guess-{attempt}", "wrong").status_code == 400
+
+    assert_locked_out(ask_for_a_token("pharmacy", PASSWORD), settings)
+    assert ask_for_a_token("pharmacy", PASSWORD, address="203.0.113.9").status_code == 200
+
+
+def test_a_token_sign_in_clears_the_accounts_failures(pharmacy: Persona, settings: Any) -> None:
+    for _round in range(2):
+        for attempt in range(settings.LOGIN_FAILURES_PER_ACCOUNT - 1):
+            ask_for_a_token("pharmacy", "wrong", address=f"192.0.2.{attempt + 1}")
+        assert ask_for_a_token("pharmacy", PASSWORD).status_code == 200
+
+
+def test_the_lock_on_the_token_endpoint_lifts_after_the_lockout_time(pharmacy: Persona, settings: Any) -> None:
+    with time_machine.travel(NOW, tick=False) as traveller:
+        fail_on_the_page("pharmacy", settings.LOGIN_FAILURES_PER_ACCOUNT)
+        traveller.shift(datetime.timedelta(seconds=settings.LOGIN_LOCKOUT_SECONDS - 1))
+        assert ask_for_a_token("pharmacy", PASSWORD).status_code == 429
+
+        traveller.shift(datetime.timedelta(seconds=1))
+        assert ask_for_a_token("pharmacy", PASSWORD).status_code == 200
+
+
 # Last use ------------------------------------------------------------------------------
 
 

@@ -389,6 +389,53 @@ def test_guessing_the_password_through_the_api_is_throttled_like_signing_in(
     assert api.get(reverse("api-recall-list")).status_code == 200  # reading is not a guess
 
 
+def auth_rate(settings: Any) -> int:
+    return int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"].split("/")[0])
+
+
+def test_guessing_the_password_on_the_page_is_throttled_like_the_api(
+    batch: Batch, manufacturer: Persona, settings: Any
+) -> None:
+    client = signed_in(manufacturer)
+    fields = previewed(client, form(batch))
+    guesses = [
+        client.post(reverse("recall-new"), fields | {"issue": "1", "password": f"guess-{n}"}).status_code
+        for n in range(auth_rate(settings))
+    ]
+    assert guesses == [400] * auth_rate(settings)
+
+    refused = client.post(reverse("recall-new"), fields | {"issue": "1", "password": PASSWORD})
+
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "Too many attempts to confirm with your password." in text_of(refused.content)
+    assert refused.context["form"]["reason"].value() == fields["reason"]  # what was typed is kept
+    assert not Recall.objects.exists()
+    assert client.post(reverse("recall-new"), form(batch) | {"preview": "1"}).status_code == 200  # not a guess
+
+
+def test_password_guesses_on_the_page_and_through_the_api_share_one_allowance(
+    batch: Batch, manufacturer: Persona, regulator: Persona, settings: Any
+) -> None:
+    client = signed_in(manufacturer)
+    fields = previewed(client, form(batch))
+    body = {"items": [{"batch": batch.pk}], "classification": "II", "depth": "retail", "reason": "r"}
+    body |= {"instructions": "i", "password": "guess"}
+    half = auth_rate(settings) // 2
+    for _guess in range(half):
+        assert client.post(reverse("recall-new"), fields | {"issue": "1", "password": "guess"}).status_code == 400
+    api = manufacturer.client()
+    for _guess in range(auth_rate(settings) - half):
+        assert api.post(reverse("api-recall-list"), body, format="json").status_code == 400
+
+    assert client.post(reverse("recall-new"), fields | {"issue": "1", "password": PASSWORD}).status_code == 429
+    assert api.post(reverse("api-recall-list"), body | {"password": PASSWORD}, format="json").status_code == 429
+    # Per user: another one is not held back.
+    other = signed_in(regulator)
+    other_fields = previewed(other, form(batch))
+    assert other.post(reverse("recall-new"), other_fields | {"issue": "1", "password": PASSWORD}).status_code == 302
+
+
 def test_the_dispense_api(batch: Batch, shipments: dict[str, Shipment], pharmacy: Persona) -> None:
     serials = list(batch.serials.values_list("serial", flat=True)[:2])
     url = reverse("api-batch-dispense", args=[batch.pk])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.contrib.auth import authenticate
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Prefetch, QuerySet
 from django.http import HttpResponse
@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.permissions import AllowAny, BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +20,7 @@ from rest_framework.serializers import Serializer
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from traceability import audit, gs1, qr, selectors, services
+from traceability import audit, gs1, qr, selectors, services, signin
 from traceability.api import filters
 from traceability.api import serializers as s
 from traceability.api.authentication import TokenAuthentication
@@ -104,11 +104,29 @@ class TokenView(APIView):
         request = getattr(self, "request", None)
         return request.method if request is not None else None
 
-    @extend_schema(request=s.TokenIn, responses={200: s.TokenOut, 400: ERRORS[400]}, auth=[])
+    @extend_schema(
+        request=s.TokenIn,
+        responses={
+            200: s.TokenOut,
+            400: ERRORS[400],
+            429: OpenApiResponse(
+                s.ErrorOut,
+                description="Too many requests from this address, or too many failed sign-ins for this account or "
+                "from this address (the sign-in page's lock-out): try again after Retry-After seconds.",
+            ),
+        },
+        auth=[],
+    )
     def post(self, request: Request) -> Response:
         """Signs in: issues a new token on every call, one per client. The key is in this answer only."""
         data = _valid(s.TokenIn, request)
-        user = authenticate(request, username=data["username"], password=data["password"])
+        try:
+            user = signin.authenticate(request, username=data["username"], password=data["password"])
+        except signin.LockedOut:
+            raise Throttled(
+                wait=settings.LOGIN_LOCKOUT_SECONDS,
+                detail="Too many failed sign-ins for this account or from this address.",
+            ) from None
         if user is None or not user.is_active:
             raise ValidationError({"non_field_errors": ["Unable to sign in with these credentials."]})
         audit.record("signin.succeeded", user=user, request=request, path=request.path)

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from traceability import gs1, selectors, services, trace
+from traceability import gs1, security, selectors, services, trace
 from traceability.models import Batch, Organisation, Recall
 from traceability.pages import access
 
@@ -137,6 +137,8 @@ def recall_new(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return render(request, "recalls/new.html", {"form": RecallForm(initial=_initial(request, organisation))})
     form, confirm = RecallForm(request.POST), ConfirmForm(request.POST)
+    if "issue" in request.POST and (wait := security.password_recheck_wait(request)) is not None:
+        return _too_many_guesses(request, form, wait)
     scope, previewed = None, ""
     if form.is_valid() and confirm.is_valid():
         try:
@@ -156,6 +158,18 @@ def recall_new(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "confirm": confirm, "scope": scope, "previewed": previewed if scope else ""}
     status = 400 if form.errors or confirm.errors else 200
     return render(request, "recalls/new.html", context, status=status)
+
+
+def _too_many_guesses(request: HttpRequest, form: RecallForm, wait: int) -> HttpResponse:
+    """The form as sent, not issued: a password may be re-entered only as often as through the API (scope ``auth``)."""
+    form.add_error(
+        None,
+        _("Too many attempts to confirm with your password. Wait %(seconds)d seconds, then preview the recall again.")
+        % {"seconds": wait},
+    )
+    response = render(request, "recalls/new.html", {"form": form, "scope": None, "previewed": ""}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
 
 
 def _previewed(request: HttpRequest, form: RecallForm) -> str:
