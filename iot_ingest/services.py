@@ -239,6 +239,19 @@ def inbox_failed(ids: Sequence[int], error: BaseException) -> None:
             row.save(update_fields=["attempts", "detail", "outcome", "processed_at"])
 
 
+def inbox_retry(ids: Sequence[int]) -> list[int]:
+    """Puts dead letters back in the queue, their attempts counted from zero (once what failed them is fixed);
+    returns the ids queued. Rows that are not dead letters are left as they are."""
+    with transaction.atomic():
+        dead = InboxMessage.objects.select_for_update().filter(pk__in=ids, outcome=Outcome.DEAD)
+        retried = list(dead.order_by("id").values_list("pk", flat=True))
+        InboxMessage.objects.filter(pk__in=retried).update(
+            outcome=Outcome.PENDING, attempts=0, detail="", processed_at=None
+        )
+        transaction.on_commit(lambda: enqueue_processing(retried))
+    return retried
+
+
 # Processing ------------------------------------------------------------------
 
 

@@ -15,20 +15,40 @@ logger = logging.getLogger(__name__)
 
 @shared_task(bind=True, ignore_result=True, max_retries=services.MAX_ATTEMPTS + 1, soft_time_limit=60, time_limit=90)
 def process_messages(self, ids: list[int], adopt: bool = True) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Turns inbox rows into readings; a failure is counted on the rows, then retried with backoff.
+    """Turns inbox rows into readings; a row that fails is counted on itself alone, then retried with backoff.
 
     A batch that took on other tasks' rows and failed is tried again at once
-    on its own rows only: a row that cannot be processed is counted against
-    itself alone, never against the rows it happened to share a transaction
-    with.
+    on its own rows only. If those fail too, they are split in halves, and
+    halves of halves, down to the rows that fail on their own: the others
+    are processed meanwhile, and only the failing rows count a failed
+    attempt and are tried again. So one message that cannot be processed
+    never takes the rows it happened to share a task with to the dead letters.
     """
     try:
         return services.messages_process(ids, adopt=adopt)
     except Exception as error:
         if adopt:
             raise self.retry(exc=error, countdown=0, kwargs={"ids": ids, "adopt": False}) from error
+        failing = _failing_alone(ids, error)
+        if not failing:
+            return {}
+        countdown = min(2**self.request.retries, 60)
+        raise self.retry(exc=error, countdown=countdown, kwargs={"ids": failing, "adopt": False}) from error
+
+
+def _failing_alone(ids: list[int], error: BaseException) -> list[int]:
+    """The rows among ``ids`` (which failed together with ``error``) that fail on their own, each counted."""
+    if len(ids) == 1:
         services.inbox_failed(ids, error)
-        raise self.retry(exc=error, countdown=min(2**self.request.retries, 60)) from error
+        return ids
+    failing = []
+    middle = len(ids) // 2
+    for half in (ids[:middle], ids[middle:]):
+        try:
+            services.messages_process(half, adopt=False)
+        except Exception as half_error:
+            failing += _failing_alone(half, half_error)
+    return failing
 
 
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.test import Client, TestCase
 from django.utils import timezone
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,6 +28,7 @@ from ledger import merkle
 from ledger import services as ledger
 from ledger.models import Entry
 from tests.conftest import Persona, unavailable
+from tests.factories import UserFactory
 from traceability import services as traceability
 
 pytestmark = pytest.mark.django_db
@@ -477,6 +479,53 @@ def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_i
     poison.refresh_from_db()
     assert (poison.outcome, poison.attempts) == ("dead", services.MAX_ATTEMPTS)
     assert "cannot process this one" in poison.detail
+
+
+def test_a_row_that_fails_takes_none_of_its_task_s_own_rows_to_the_dead_letters(
+    logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raws = [signed(50 + n, [{"n": "temp", "u": "Cel", "v": 4.0, "t": at(-n)}]) for n in range(5)]
+    rows = services.inbox_receive(
+        [services.RawMessage(raw, "mqtt", "", VECTOR_RECEIVED) for raw in raws], enqueue=False
+    )
+    poison = rows[3]
+    settle = services._settle
+
+    def fails_on_poison(row: InboxMessage, *args: Any) -> None:
+        if row.pk == poison.pk:
+            raise RuntimeError("cannot process this one")
+        settle(row, *args)
+
+    monkeypatch.setattr(services, "_settle", fails_on_poison)
+    tasks.process_messages.apply(args=[[row.pk for row in rows]])
+    outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
+    assert outcomes == {row.pk: "dead" if row == poison else "accepted" for row in rows}
+    attempts = dict(InboxMessage.objects.values_list("pk", "attempts"))
+    assert attempts == {row.pk: services.MAX_ATTEMPTS if row == poison else 0 for row in rows}
+
+
+def test_staff_process_dead_letters_again_once_their_cause_is_fixed(
+    logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead, fine = two_pending(logger)
+    for _ in range(services.MAX_ATTEMPTS):
+        services.inbox_failed([dead.pk], RuntimeError("a bug, since deployed away"))
+    queued: list[list[int]] = []
+    monkeypatch.setattr(services, "enqueue_processing", lambda ids: queued.append(list(ids)))
+    staff = Client()
+    staff.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    action = {"action": "process_again", "_selected_action": [dead.pk, fine.pk]}
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        response = staff.post("/admin/iot_ingest/inboxmessage/", action, follow=True)
+    assert "1 dead letter(s) queued to be processed again; 1 not dead letters, left as they were." in str(
+        response.content, "utf-8"
+    )
+    dead.refresh_from_db()
+    assert (dead.outcome, dead.attempts, dead.detail) == ("pending", 0, "")
+    assert queued == [[dead.pk]]
+    services.messages_process([dead.pk])
+    dead.refresh_from_db()
+    assert dead.outcome == "accepted"
 
 
 def test_the_sweeper_requeues_rows_left_pending(logger: Device, monkeypatch: pytest.MonkeyPatch) -> None:
