@@ -306,7 +306,9 @@ class EpochSeconds(Func):
         return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM %(expressions)s)", **extra)
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, template="CAST(strftime('%%s', %(expressions)s) AS REAL)", **extra)
+        # Julian days, not strftime('%s'): the backend reads a %s in the SQL as a parameter (0.0 for every row).
+        template = "((julianday(%(expressions)s) - 2440587.5) * 86400.0)"
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 class ReadingProof(APIView):
