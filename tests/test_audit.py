@@ -220,6 +220,29 @@ def test_an_unknown_kind_is_refused() -> None:
         audit.record("recall.isued")
 
 
+# What PostgreSQL cannot store ------------------------------------------------------------------
+
+
+def test_a_path_with_a_nul_is_still_refused_with_a_401_and_recorded_with_the_symbol_for_nul(anonymous: Any) -> None:
+    assert anonymous.get("/api/v1/devices/a%00b/").status_code == 401
+    assert only(Kind.ACCESS_DENIED).detail["path"] == "/api/v1/devices/a\N{SYMBOL FOR NULL}b/"
+
+
+def test_an_epcis_query_with_a_nul_is_answered_and_recorded_as_asked(batch: Batch, carrier: Persona) -> None:
+    """The NUL is in the URI's fragment, which the class filter does not read: the query is valid."""
+    asked = f"https://id.gs1.org/01/{batch.product.gtin}#\x00"
+    assert carrier.client().get("/api/v1/epcis/events", {"MATCH_anyEPCClass": asked}).status_code == 200
+    recorded = only(Kind.EPCIS_QUERIED).detail["query"]["MATCH_anyEPCClass"]
+    assert recorded == f"https://id.gs1.org/01/{batch.product.gtin}#\N{SYMBOL FOR NULL}"
+
+
+def test_a_nul_a_lone_surrogate_or_an_infinite_number_is_recorded_as_a_symbol_anywhere() -> None:
+    audit.record("signin.failed", username="mal\x00lory", sent={"key\x00": ["\ud800", float("inf")]})
+    event = AuditEvent.objects.get()
+    assert event.username == "mal\N{SYMBOL FOR NULL}lory"
+    assert event.detail["sent"] == {"key\N{SYMBOL FOR NULL}": ["\N{REPLACEMENT CHARACTER}", "inf"]}
+
+
 # Append-only -------------------------------------------------------------------------------
 
 

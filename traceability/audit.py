@@ -17,6 +17,8 @@ from __future__ import annotations
 import getpass
 import ipaddress
 import json
+import math
+import re
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
@@ -31,6 +33,7 @@ from traceability.logs import current_request_id
 from traceability.models import AuditEvent, Organisation
 
 TABLES = ("traceability_auditevent",)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # PostgreSQL's text holds no NUL, UTF-8 no lone surrogate
 
 
 def record(
@@ -49,8 +52,9 @@ def record(
     ``organisation`` defaults to the user's. ``username`` is the name as typed, for a failed sign-in; it defaults to the
     user's. ``request`` gives the client address (as the API's throttles see it, honouring
     ``NUM_PROXIES``) and, with or without it, the current request id is kept. ``detail`` is
-    stored as JSON (dates, decimals and UUIDs as strings). Written in the caller's transaction:
-    a recall that rolls back leaves no event.
+    stored as JSON (dates, decimals and UUIDs as strings), it and ``username`` made ``storable``: a
+    NUL in a path or query is recorded, not a 500. Written in the caller's transaction: a recall
+    that rolls back leaves no event.
     """
     if kind not in AuditEvent.Kind.values:
         raise ValueError(f"{kind!r} is not an audit event kind; use one of {', '.join(AuditEvent.Kind.values)}")
@@ -63,15 +67,35 @@ def record(
         organisation = membership.organisation if membership is not None else None
     if user is None and request is None:
         detail.setdefault("system_user", _system_user())
+    if username is None:
+        username = user.get_username() if user is not None else ""
     return AuditEvent.objects.create(
         kind=kind,
         user=user,
-        username=(username if username is not None else user.get_username() if user is not None else "")[:150],
+        username=storable(username)[:150],
         organisation=organisation,
         remote_addr=client_address(request) if request is not None else None,
         request_id=current_request_id.get() or "",
-        detail=json.loads(json.dumps(detail, cls=DjangoJSONEncoder)),
+        detail=storable(json.loads(json.dumps(detail, cls=DjangoJSONEncoder))),
     )
+
+
+def storable(value: Any) -> Any:
+    """``value`` as PostgreSQL can store it in text or JSONB, at any depth, keys too, each character for one.
+
+    A NUL becomes ``␀`` (U+2400, the symbol for NUL), a lone surrogate ``�`` (U+FFFD), a number
+    too large for JSON its text (``"inf"``): what was asked still shows, and recording it never
+    fails the request it records.
+    """
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(lambda found: "\N{SYMBOL FOR NULL}" if found[0] == "\x00" else "\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(item) for item in value]
+    return value
 
 
 def client_address(request: HttpRequest | Request) -> str | None:

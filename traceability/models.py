@@ -684,10 +684,11 @@ class VerificationRequest(models.Model):
 class CapturedEvent(models.Model):
     """A trading partner's EPCIS event taken in by ``/api/v1/epcis/capture``, kept as it was sent.
 
-    Unique on its event ID, so a document sent twice records its events once.
+    Unique on its event ID for the organisation capturing it, so a document sent twice records its events
+    once; one partner using an ID first cannot block (or read the outcome of) another's event under it.
     """
 
-    event_id = models.CharField(max_length=200, unique=True)
+    event_id = models.CharField(max_length=200)
     captured_by = models.ForeignKey(Organisation, on_delete=models.PROTECT, related_name="+")
     captured_at = models.DateTimeField(default=timezone.now)
     event_time = models.DateTimeField()
@@ -706,6 +707,9 @@ class CapturedEvent(models.Model):
 
     class Meta:
         ordering = ["-captured_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["captured_by", "event_id"], name="captured_event_once_per_organisation")
+        ]
 
     def __str__(self) -> str:
         return self.event_id

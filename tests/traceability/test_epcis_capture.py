@@ -248,3 +248,161 @@ def test_a_partners_event_is_returned_by_queries_as_it_was_captured(
     assert sees("pharmacy", batch=batch.pk, GE_eventTime=(when - datetime.timedelta(seconds=1)).isoformat())
     assert not sees("pharmacy", GE_eventTime=(when + datetime.timedelta(seconds=1)).isoformat())
     assert not sees("pharmacy", lot="OTHER")
+
+
+# What the feed could not read back, or the database could not store --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("when", "event_id"),
+    [
+        pytest.param("0001-01-01T00:00:00+14:00", "urn:uuid:11111111-2222-4333-8444-555555555555", id="year 0 in UTC"),
+        pytest.param("9999-12-31T23:59:59.9999Z", "urn:uuid:11111111-2222-4333-8444-555555555556", id="year 10000"),
+        pytest.param("0001-01-01T00:00:00+14:00", None, id="year 0 without an eventID"),
+    ],
+)
+def test_an_event_time_outside_the_years_1_to_9999_in_utc_is_refused_and_every_feed_still_answers(
+    personas: dict[str, Persona], in_transit: Shipment, when: str, event_id: str | None
+) -> None:
+    """A partner's event PostgreSQL would keep (in year 0) but Python could not read back: refused alone."""
+    batch = in_transit.items.get().batch
+    timeless = event(batch, biz_step="inspecting", when=timezone.now()) | {"eventTime": when}
+    if event_id is not None:
+        timeless["eventID"] = event_id
+    fine = event(batch, biz_step="inspecting", when=timezone.now() - datetime.timedelta(minutes=5))
+
+    refused, recorded = capture(personas["pharmacy"], document(timeless, fine)).json()["results"]
+
+    assert refused["status"] == "not_recorded"
+    assert when in refused["detail"]
+    assert "years 1 to 9999 in UTC" in refused["detail"]
+    assert recorded["status"] == "recorded"
+    assert list(CapturedEvent.objects.values_list("event_id", flat=True)) == [recorded["eventID"]]
+    for persona in ("pharmacy", "manufacturer", "regulator"):
+        assert recorded["eventID"] in {e["eventID"] for e in events(personas[persona].client(), batch=batch.pk)}
+
+
+def test_an_event_in_the_last_millisecond_of_year_9999_is_kept_and_read_back(
+    personas: dict[str, Persona], in_transit: Shipment
+) -> None:
+    """Our own events are looked up in the event's millisecond: there is no millisecond after this one."""
+    batch = in_transit.items.get().batch
+    last = event(batch, biz_step="inspecting", when=timezone.now()) | {
+        "eventTime": "9999-12-31T23:59:59.999Z",
+        "eventID": "urn:uuid:11111111-2222-4333-8444-555555555557",
+    }
+
+    (result,) = capture(personas["pharmacy"], document(last)).json()["results"]
+
+    assert result["status"] == "recorded"
+    assert events(personas["manufacturer"].client())[-1]["eventTime"] == "9999-12-31T23:59:59.999Z"
+
+
+def test_an_event_stored_in_year_0_before_capture_checked_never_breaks_the_feed(
+    personas: dict[str, Persona], in_transit: Shipment
+) -> None:
+    """PostgreSQL keeps 0001-01-01T00:00:00+14:00 as 31 December of 1 BC: such a row is left out, not a 500."""
+    batch = in_transit.items.get().batch
+    sent = event(batch, biz_step="inspecting", when=timezone.now()) | {"eventTime": "0001-01-01T00:00:00+14:00"}
+    CapturedEvent.objects.create(
+        event_id="urn:uuid:11111111-2222-4333-8444-555555555558",
+        captured_by=personas["pharmacy"].organisation,
+        event_time=datetime.datetime.fromisoformat(sent["eventTime"]),
+        batch=batch,
+        event=sent,
+        outcome="kept; it records no custody change.",
+    )
+    for persona in ("pharmacy", "manufacturer", "regulator"):
+        found = events(personas[persona].client())
+        assert found
+        assert "urn:uuid:11111111-2222-4333-8444-555555555558" not in {e["eventID"] for e in found}
+
+
+EXTENDED = [*CONTEXT, {"example": "https://example.com/"}]
+
+
+@pytest.mark.parametrize(
+    ("context", "bad", "field", "path"),
+    [
+        pytest.param(
+            EXTENDED, '"example:note": "a\\u0000b"', "epcisBody", "$.epcisBody.eventList[1].example:note", id="NUL"
+        ),
+        pytest.param(
+            EXTENDED, '"example:reading": 1e400', "epcisBody", "$.epcisBody.eventList[1].example:reading", id="1e400"
+        ),
+        pytest.param(
+            [*CONTEXT, {"ex\u0000": "https://example.com/"}],
+            '"example:note": "x"',
+            "@context",
+            '$.@context[1]["ex\\u0000"]',
+            id="NUL in a context key",
+        ),
+    ],
+)
+def test_a_document_with_a_nul_or_a_number_too_large_is_refused_whole_naming_where(
+    personas: dict[str, Persona], in_transit: Shipment, context: list[Any], bad: str, field: str, path: str
+) -> None:
+    """The receipt first in the document is not applied: nothing of a refused document is."""
+    batch = in_transit.items.get().batch
+    received = event(
+        batch,
+        biz_step="receiving",
+        when=timezone.now() - datetime.timedelta(hours=1),
+        bizTransactionList=[{"type": "desadv", "bizTransaction": f"urn:epcglobal:cbv:bt:1:{in_transit.reference}"}],
+    )
+    inspected = event(batch, biz_step="inspecting", when=timezone.now(), placeholder=0)
+    body = json.dumps({**document(received, inspected), "@context": context}).replace('"placeholder": 0', bad)
+
+    response = personas["pharmacy"].client().post(URL, body, content_type="application/ld+json")
+
+    assert response.status_code == 400, response.content
+    (reason,) = response.json()[field]
+    assert reason.startswith(f"{path}: ")
+    in_transit.refresh_from_db()
+    assert in_transit.status == Shipment.Status.IN_TRANSIT
+    assert not CapturedEvent.objects.exists()
+    assert not PendingEvent.objects.filter(type="shipment.delivered").exists()
+
+
+def test_an_event_id_another_organisation_used_first_neither_blocks_nor_reveals_its_outcome(
+    personas: dict[str, Persona], in_transit: Shipment
+) -> None:
+    """carrier2 captures an inspection of its own goods under the ID the pharmacy then gives its receipt."""
+    manufacturer, carrier2, pharmacy = personas["manufacturer"], personas["carrier2"], personas["pharmacy"]
+    theirs = made(register_batch(manufacturer, make_product(manufacturer), lot="CAP2"))
+    ship(manufacturer, carrier2, pharmacy, theirs, hours_ago=4)
+    shared = "urn:uuid:aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
+    squat = event(theirs, biz_step="inspecting", when=timezone.now() - datetime.timedelta(hours=2), eventID=shared)
+    (first,) = capture(carrier2, document(squat)).json()["results"]
+    assert first["status"] == "recorded"
+    received = event(
+        in_transit.items.get().batch,
+        biz_step="receiving",
+        when=timezone.now() - datetime.timedelta(hours=1),
+        eventID=shared,
+        bizTransactionList=[{"type": "desadv", "bizTransaction": f"urn:epcglobal:cbv:bt:1:{in_transit.reference}"}],
+    )
+
+    (result,) = capture(pharmacy, document(received)).json()["results"]
+
+    assert result == {
+        "eventID": shared,
+        "status": "recorded",
+        "detail": f"received shipment {in_transit.reference}.",
+        "shipment": in_transit.reference,
+    }
+    in_transit.refresh_from_db()
+    assert in_transit.status == Shipment.Status.DELIVERED
+    # Each organisation's event is its own: sent again, each gets its own outcome back.
+    (again,) = capture(pharmacy, document(received)).json()["results"]
+    assert (again["status"], again["detail"]) == ("already_recorded", f"received shipment {in_transit.reference}.")
+    (theirs_again,) = capture(carrier2, document(squat)).json()["results"]
+    assert (theirs_again["status"], theirs_again["detail"]) == ("already_recorded", first["detail"])
+    assert CapturedEvent.objects.filter(event_id=shared).count() == 2
+
+    def steps_under_the_id(persona: Persona) -> list[str]:
+        return sorted(e["bizStep"] for e in events(persona.client()) if e["eventID"] == shared)
+
+    assert steps_under_the_id(pharmacy) == ["receiving"]
+    assert steps_under_the_id(carrier2) == ["inspecting"]
+    assert steps_under_the_id(manufacturer) == ["inspecting", "receiving"]  # each is what a partner said

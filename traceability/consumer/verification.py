@@ -22,7 +22,8 @@ The answer is ``lms.response`` of the same ``check.Check`` the consumer page
 shows, sent ``Cache-Control: no-store``. Every request that names a valid
 GTIN is kept as a ``VerificationRequest`` with the answer given, whole: also
 a malformed one (400, problem JSON saying what is wrong), a refused one (401)
-and one for a GTIN this platform does not hold (404).
+and one for a GTIN this platform does not hold (404). What cannot be stored
+as sent (a NUL, ``%00``) is kept as ``audit.storable`` shows it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from rest_framework import exceptions
 
 from traceability import gs1
 from traceability.api.authentication import TokenAuthentication
+from traceability.audit import storable
 from traceability.consumer import lms, reads
 from traceability.models import VerificationRequest
 
@@ -194,18 +196,15 @@ def _record(
     failure_reason: str,
     body: dict[str, Any],
 ) -> VerificationRequest:
+    # As asked, but storable: a NUL (%00) in the link or the query is kept as the symbol for NUL.
+    said = {name: storable(value) for name, value in dataclasses.asdict(asked).items()}
     return VerificationRequest.objects.create(
         user=user,
-        requester=asked.requester,
         remote_addr=_address(request),
-        request_id=asked.request_id,
-        gtin=asked.gtin,
-        lot=asked.lot,
-        serial=asked.serial,
-        expiry=asked.expiry,
         verified=verified,
         failure_reason=failure_reason,
-        response=body,
+        response=storable(body),
+        **said,
     )
 
 

@@ -7,8 +7,10 @@ For each event of a schema-valid ``EPCISDocument``, in document order:
    serial (GS1 Digital Link on any domain, or SGTIN URN) or a ``quantityList``
    class (Digital Link with lot, or LGTIN URN). Anything else is *unknown*,
    whether it exists or not, and is not kept.
-3. It is kept (``CapturedEvent``, unique on its ID: sent again, it is
-   "already recorded").
+3. Its ``eventTime`` must lie within the years 1 to 9999 in UTC, to the
+   millisecond; then it is kept (``CapturedEvent``, unique on its ID for the
+   organisation capturing it: sent again, it is "already recorded"; another
+   organisation's event under the same ID is neither seen nor blocking).
 4. If it says a shipment the organisation is party to changed hands, the
    custody service records it, under its rules and with its ledger entry:
 
@@ -45,6 +47,8 @@ from traceability.epcis.events import context_beyond_ours, own_event_ids
 from traceability.models import Batch, CapturedEvent, CustodyEvent, Organisation, SerialNumber, Shipment, Site
 
 MAX_EVENTS = 500
+# The last eventTime whose millisecond (the event hash rounds to one) is still in year 9999.
+LAST_EVENT_TIME = datetime.datetime(9999, 12, 31, 23, 59, 59, 999_499, tzinfo=datetime.UTC)
 EVENT_ID_MAX = CapturedEvent._meta.get_field("event_id").max_length or 200
 RECEIVING = frozenset({"receiving", "arriving"})
 HANDOVER = frozenset({"accepting", "transporting", "departing"})
@@ -84,23 +88,49 @@ def _capture_one(actor: User, organisation: Organisation, event: dict[str, Any],
         return Result(event_id[:EVENT_ID_MAX], "not_recorded", f"eventID is longer than {EVENT_ID_MAX} characters.")
     if event.get("type") != "ObjectEvent":
         return Result(event_id, "not_recorded", f"only ObjectEvents are captured, not {event.get('type')}.")
+    occurred_at = _event_time(event["eventTime"])
+    if occurred_at is None:
+        detail = (
+            f"eventTime {event['eventTime']} is not within the years 1 to 9999 in UTC, to the millisecond; "
+            "send the time the event happened."
+        )
+        return Result(event_id, "not_recorded", detail)
     batch = _batch_named(organisation, event)
     if batch is None:
         return Result(event_id, "not_recorded", "names no batch known to the platform.")
-    earlier = CapturedEvent.objects.filter(event_id=event_id).values_list("outcome", flat=True).first()
+    # Sent again by the same organisation; another's event under the same ID is theirs, and so is its outcome.
+    mine = CapturedEvent.objects.filter(captured_by=organisation, event_id=event_id)
+    earlier = mine.values_list("outcome", flat=True).first()
     if earlier is not None:
         return Result(event_id, "already_recorded", earlier)
     try:
         with transaction.atomic():
-            return _record(actor, organisation, event, event_id, batch, context)
-    except IntegrityError:  # the same event captured at the same moment by another request
+            return _record(actor, organisation, event, event_id, batch, occurred_at, context)
+    except IntegrityError:  # the same event captured at the same moment by another of the organisation's requests
         return Result(event_id, "already_recorded", "captured by a concurrent request.")
 
 
+def _event_time(text: str) -> datetime.datetime | None:
+    """The schema-valid ``eventTime`` in UTC; None when it, or the millisecond event IDs round it to, is outside
+    the years 1 to 9999 in UTC (0001-01-01T00:00:00+14:00 is in year 0): PostgreSQL would keep such a time,
+    and Python could not read it back."""
+    moment = datetime.datetime.fromisoformat(text.replace("z", "Z"))
+    try:
+        utc = moment.astimezone(datetime.UTC)
+    except OverflowError:
+        return None
+    return utc if utc <= LAST_EVENT_TIME else None
+
+
 def _record(
-    actor: User, organisation: Organisation, event: dict[str, Any], event_id: str, batch: Batch, context: Any
+    actor: User,
+    organisation: Organisation,
+    event: dict[str, Any],
+    event_id: str,
+    batch: Batch,
+    occurred_at: datetime.datetime,
+    context: Any,
 ) -> Result:
-    occurred_at = datetime.datetime.fromisoformat(event["eventTime"].replace("z", "Z"))
     ours = event_id in own_event_ids(batch, occurred_at)  # before custody: a receipt would add one
     result, custody_event = _custody(actor, organisation, event, batch, occurred_at)
     CapturedEvent.objects.create(

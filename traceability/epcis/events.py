@@ -26,7 +26,8 @@ Who dispensed a pack is seen by the dispenser, the manufacturer and regulators:
 not by other holders of the batch. So is a partner's captured event, as it was
 sent, with the eventID it was captured under, the capture's recordTime and what
 its document's @context added to ours: by whoever captured it, the batch's
-manufacturer and regulators. One of our own events sent back (its eventID is
+manufacturer and regulators (two organisations' events under one eventID are
+both returned: each is what that partner said). One of our own events sent back (its eventID is
 ours: ``own_event_ids`` at capture) is returned once, as ours.
 
 Paging is by keyset on (eventTime, source, id): each source is read from the
@@ -70,6 +71,8 @@ from traceability.services.recalls import range_serials
 # Sources in the order they break ties at the same eventTime.
 COMMISSION, CUSTODY, REJECTION, LEDGER, PENDING, RECALL, DISPENSING, CAPTURED = range(8)
 DISPOSITION_TYPES = ("batch.quarantined", "batch.released")
+EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+LATEST = datetime.datetime.max.replace(tzinfo=datetime.UTC)
 OWN_AT_ONCE = 1000  # of a batch's own events in one millisecond, more than it can have
 TEMPERATURE = "temperature"  # iot_ingest.models.Reading.Kind.TEMPERATURE; traceability imports no iot_ingest
 
@@ -144,12 +147,16 @@ def own_event_ids(batch: Batch, moment: datetime.datetime) -> set[str]:
     """The IDs of the platform's own events about the batch in the millisecond of ``moment`` (events give their
     time to the millisecond), all of them: as the batch's manufacturer sees them."""
     start = moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+    try:
+        until: datetime.datetime | None = start + datetime.timedelta(milliseconds=1)
+    except OverflowError:  # the last millisecond of year 9999: nothing comes after it
+        until = None
     query = Query(
         organisation=batch.product.manufacturer,
         per_page=OWN_AT_ONCE,
         batch=batch.pk,
         since=start,
-        until=start + datetime.timedelta(milliseconds=1),
+        until=until,
         captured=False,
     )
     return {event["eventID"] for event in events_page(query).events}
@@ -233,6 +240,8 @@ def _sources(query: Query) -> list[tuple[int, QuerySet[Any], str]]:
 
 def _keys(source: tuple[int, QuerySet[Any], str], query: Query) -> Iterator[Key]:
     rank, rows, time_field = source
+    # PostgreSQL keeps times Python cannot read (year 0, say, from a capture before it checked): never read them.
+    rows = rows.filter(**{f"{time_field}__range": (EARLIEST, LATEST)})
     if query.since is not None:
         rows = rows.filter(**{f"{time_field}__gte": query.since})
     if query.until is not None:

@@ -347,9 +347,12 @@ def canonical_time(text: str) -> str:
         return text
     if moment.tzinfo is None:
         raise EventHashError(f"timestamp {text!r} has no UTC offset")
-    moment = moment.astimezone(datetime.UTC)
+    try:
+        moment = moment.astimezone(datetime.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is in year 0 in UTC
+        raise EventHashError(f"timestamp {text!r} lies outside the years 1 to 9999 in UTC") from None
     millis = round(moment.microsecond, -3)
-    if millis == 1_000_000:
+    if millis == 1_000_000:  # as the reference implementation, which cannot carry it into the next second
         raise EventHashError(f"timestamp {text!r} rounds into the next second")
     return moment.replace(microsecond=millis).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
