@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 from iot_ingest import protocol, services
 from iot_ingest.models import Device, InboxMessage, Reading
 from traceability import selectors
+from traceability.api.serializers import AwareDateTimeField
 from traceability.api.views import ERRORS, READ_ERRORS
 from traceability.models import Organisation
 
@@ -208,7 +209,7 @@ class DeviceDetail(generics.RetrieveAPIView[Device]):
 
 class AssignIn(serializers.Serializer[Any]):
     device_id = serializers.RegexField(r"\A[A-Za-z0-9._-]{1,64}\Z")
-    starts_at = serializers.DateTimeField(required=False, default=None)
+    starts_at = AwareDateTimeField(required=False, default=None)
 
 
 class ShipmentDevices(APIView):
@@ -232,8 +233,8 @@ class ShipmentDevices(APIView):
 
 
 class ReadingsQuery(serializers.Serializer[Any]):
-    start = serializers.DateTimeField(required=False, default=None, source="from")
-    end = serializers.DateTimeField(required=False, default=None)
+    start = AwareDateTimeField(required=False, default=None, source="from")
+    end = AwareDateTimeField(required=False, default=None)
     points = serializers.IntegerField(min_value=1, max_value=5000, required=False, default=500)
     kind = serializers.ChoiceField(choices=Reading.Kind.choices, required=False, default=Reading.Kind.TEMPERATURE)
 

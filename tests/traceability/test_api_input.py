@@ -246,6 +246,7 @@ def wrong_values(kind: str, world: World) -> list[Any]:
             "0001-01-01T00:00:00+14:00",
             "2999-01-01T00:00:00Z",  # in the future
             "2000-01-01T00:00:00Z",  # before the shipment was created
+            timezone.now().replace(tzinfo=None).isoformat(),  # no UTC offset: ambiguous, never taken as UTC
         ]
     if kind == "items":
         batch, theirs = world.batch.pk, world.competitor_batch.pk
@@ -527,6 +528,8 @@ READS = [
     (f"/api/v1/shipments/?batch={HUGE}", {200, 400}),
     (f"/api/v1/shipments/?batch=-{HUGE}", {200, 400}),
     ("/api/v1/shipments/?created_after=junk", {400}),
+    ("/api/v1/shipments/?created_after=2025-01-01T00:00:00", {400}),  # no UTC offset
+    ("/api/v1/alerts/?raised_after=2025-01-01", {400}),
     # RFC 3339 allows offsets up to 23:59; PostgreSQL stores none beyond 15:59.
     ("/api/v1/shipments/?created_after=2025-01-01T00:00:00-16:00", {200}),
     ("/api/v1/shipments/?created_before=2025-01-01T00:00:00%2B20:00", {200}),

@@ -6,9 +6,12 @@ import datetime
 from typing import Any
 
 from django import forms
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django_filters import rest_framework as f
 from django_filters.fields import IsoDateTimeField
 
+from traceability.api.serializers import NAIVE_TIME
 from traceability.models import Alert, Batch, Organisation, Product, SerialNumber, Shipment, Site
 
 MAX_ID = 2**63 - 1
@@ -25,11 +28,20 @@ class IdFilter(f.NumberFilter):
 
 class InRangeIsoDateTimeField(IsoDateTimeField):
     def to_python(self, value: Any) -> datetime.datetime | None:
+        if isinstance(value, str) and (parsed := _parsed(value)) is not None and timezone.is_naive(parsed):
+            raise forms.ValidationError(NAIVE_TIME, code="naive")  # Django would take it as UTC, without a word
         moment: datetime.datetime | None = super().to_python(value)
         try:
             return None if moment is None else moment.astimezone(datetime.UTC)
         except OverflowError:
             raise forms.ValidationError("lies outside the years 1 to 9999 in UTC.", code="invalid") from None
+
+
+def _parsed(text: str) -> datetime.datetime | None:
+    try:
+        return parse_datetime(text.strip())
+    except ValueError:
+        return None  # Django's own parsing names the problem
 
 
 class DateTimeFilter(f.IsoDateTimeFilter):

@@ -193,12 +193,12 @@ class CloseIn(serializers.Serializer[Any]):
 class DispenseIn(serializers.Serializer[Any]):
     serials = serializers.ListField(child=serializers.CharField(max_length=20), min_length=1, max_length=MAX_DISPENSED)
     site = serializers.CharField(max_length=13, help_text="the GLN of your site where the packs were dispensed")
-    occurred_at = serializers.DateTimeField(required=False, default=None)
+    occurred_at = s.AwareDateTimeField(required=False, default=None)
 
 
 class SiteTraceIn(serializers.Serializer[Any]):
-    since = serializers.DateTimeField(required=False, default=None)
-    until = serializers.DateTimeField(required=False, default=None)
+    since = s.AwareDateTimeField(required=False, default=None)
+    until = s.AwareDateTimeField(required=False, default=None)
 
 
 def _items(organisation: Organisation, data: list[dict[str, Any]]) -> list[services.RecallItemSpec]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework import serializers
 
 from traceability import coldchain
@@ -24,6 +26,18 @@ from traceability.models import (
 )
 
 MAX_QUANTITY = 2**31 - 1
+NAIVE_TIME = "give the time's UTC offset (Z or +hh:mm): a time without one is ambiguous."
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """A time given with its UTC offset (ISO 8601); one without is a 400, never silently taken as UTC."""
+
+    default_error_messages = {"naive": NAIVE_TIME}
+
+    def enforce_timezone(self, value: Any) -> Any:
+        if isinstance(value, datetime.datetime) and timezone.is_naive(value):
+            self.fail("naive")
+        return super().enforce_timezone(value)
 
 
 # Output ---------------------------------------------------------------------
@@ -305,7 +319,7 @@ class ShipmentIn(serializers.Serializer[Any]):
 
 
 class DispatchIn(serializers.Serializer[Any]):
-    occurred_at = serializers.DateTimeField(required=False, default=None)
+    occurred_at = AwareDateTimeField(required=False, default=None)
 
 
 class HandoverIn(serializers.Serializer[Any]):
@@ -313,13 +327,13 @@ class HandoverIn(serializers.Serializer[Any]):
     site = serializers.CharField(max_length=13, required=False, default=None, help_text="GLN of the site, if at one.")
     location = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
     note = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
-    occurred_at = serializers.DateTimeField(required=False, default=None)
+    occurred_at = AwareDateTimeField(required=False, default=None)
 
 
 class ReceiveIn(serializers.Serializer[Any]):
     accept = serializers.BooleanField()
     reason = serializers.CharField(max_length=2000, required=False, default="", allow_blank=True)
-    occurred_at = serializers.DateTimeField(required=False, default=None)
+    occurred_at = AwareDateTimeField(required=False, default=None)
 
 
 class AlertCommentIn(serializers.Serializer[Any]):
