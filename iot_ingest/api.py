@@ -164,9 +164,18 @@ class DeviceOut(serializers.ModelSerializer[Device]):
         return rides[0].shipment.reference if rides else None
 
 
+class TextRegexField(serializers.RegexField):
+    """A JSON string matching the pattern: DRF would take the number 1e400 as the text "inf"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class DeviceIn(serializers.Serializer[Any]):
-    device_id = serializers.RegexField(r"\A[A-Za-z0-9._-]{1,64}\Z")
-    public_key = serializers.RegexField(r"\A[0-9a-fA-F]{64}\Z", help_text="Ed25519 public key, 64 hex digits")
+    device_id = TextRegexField(r"\A[A-Za-z0-9._-]{1,64}\Z")
+    public_key = TextRegexField(r"\A[0-9a-fA-F]{64}\Z", help_text="Ed25519 public key, 64 hex digits")
 
 
 class DeviceList(generics.ListAPIView[Device]):
@@ -208,7 +217,7 @@ class DeviceDetail(generics.RetrieveAPIView[Device]):
 
 
 class AssignIn(serializers.Serializer[Any]):
-    device_id = serializers.RegexField(r"\A[A-Za-z0-9._-]{1,64}\Z")
+    device_id = TextRegexField(r"\A[A-Za-z0-9._-]{1,64}\Z")
     starts_at = AwareDateTimeField(required=False, default=None)
 
 

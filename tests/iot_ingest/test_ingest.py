@@ -635,6 +635,10 @@ def test_a_weak_public_key_is_refused_wherever_a_logger_is_registered(manufactur
     )
     assert response.status_code == 400
     assert "small order" in response.json()["public_key"][0]
+    genuine = Ed25519PrivateKey.generate().public_key().public_bytes_raw().hex()
+    numbered = manufacturer.client().post("/api/v1/devices/", {"device_id": 1234, "public_key": genuine}, format="json")
+    assert numbered.status_code == 400  # a device id is a string: DRF would have made "1234" of it
+    assert "device_id" in numbered.json()
     assert not Device.objects.filter(device_id="LOG-WEAK").exists()
 
 

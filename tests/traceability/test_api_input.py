@@ -528,6 +528,8 @@ READS = [
     (f"/api/v1/shipments/?batch={HUGE}", {200, 400}),
     (f"/api/v1/shipments/?batch=-{HUGE}", {200, 400}),
     ("/api/v1/shipments/?created_after=junk", {400}),
+    ("/api/v1/products/?freeze_sensitive=maybe", {400}),
+    ("/api/v1/products/?freeze_sensitive=true", {200}),
     ("/api/v1/shipments/?created_after=2025-01-01T00:00:00", {400}),  # no UTC offset
     ("/api/v1/alerts/?raised_after=2025-01-01", {400}),
     # RFC 3339 allows offsets up to 23:59; PostgreSQL stores none beyond 15:59.

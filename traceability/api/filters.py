@@ -62,7 +62,30 @@ class SiteFilter(f.FilterSet):
         fields = ["gln", "country", "organisation"]
 
 
+class StrictNullBooleanField(forms.Field):
+    """``true``/``false`` (or ``1``/``0``), absent for either; anything else is a 400, not silently no filter
+    (django-filter's own boolean turns any other word into "absent")."""
+
+    def to_python(self, value: Any) -> bool | None:
+        text = str(value).strip().lower() if value is not None else ""
+        if text == "":
+            return None
+        if text in ("true", "1"):
+            return True
+        if text in ("false", "0"):
+            return False
+        raise forms.ValidationError("is true or false.", code="invalid")
+
+
+class BooleanFilter(f.BooleanFilter):
+    field_class = StrictNullBooleanField
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs, widget=forms.TextInput)  # the word as sent, not django-filter's reading of it
+
+
 class ProductFilter(f.FilterSet):
+    freeze_sensitive = BooleanFilter()
     manufacturer = f.CharFilter(field_name="manufacturer__gln", help_text="GLN of the manufacturer")
     name = f.CharFilter(lookup_expr="icontains")
 
