@@ -458,18 +458,23 @@ def test_a_failure_passes_over_the_rows_another_worker_is_processing(logger: Dev
     assert dict(InboxMessage.objects.values_list("pk", "attempts")) == {held.pk: 0, free.pk: 1}
 
 
-def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
-    logger: Device, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    poison, mine = two_pending(logger)
+def _failing_on(poison: InboxMessage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processing fails on ``poison`` alone, as on a message that meets a bug."""
     settle = services._settle
 
-    def fails_on_poison(row: InboxMessage, *args: Any) -> None:
+    def fails_on_poison(row: Any, *args: Any) -> None:
         if row.pk == poison.pk:
             raise RuntimeError("cannot process this one")
         settle(row, *args)
 
     monkeypatch.setattr(services, "_settle", fails_on_poison)
+
+
+def test_a_row_that_fails_counts_against_itself_not_against_the_rows_that_took_it_on(
+    logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison, mine = two_pending(logger)
+    _failing_on(poison, monkeypatch)
     tasks.process_messages.apply(args=[[mine.pk]])  # took the poison on, failed, then did its own alone
     mine.refresh_from_db()
     poison.refresh_from_db()
@@ -489,14 +494,7 @@ def test_a_row_that_fails_takes_none_of_its_task_s_own_rows_to_the_dead_letters(
         [services.RawMessage(raw, "mqtt", "", VECTOR_RECEIVED) for raw in raws], enqueue=False
     )
     poison = rows[3]
-    settle = services._settle
-
-    def fails_on_poison(row: InboxMessage, *args: Any) -> None:
-        if row.pk == poison.pk:
-            raise RuntimeError("cannot process this one")
-        settle(row, *args)
-
-    monkeypatch.setattr(services, "_settle", fails_on_poison)
+    _failing_on(poison, monkeypatch)
     tasks.process_messages.apply(args=[[row.pk for row in rows]])
     outcomes = dict(InboxMessage.objects.values_list("pk", "outcome"))
     assert outcomes == {row.pk: "dead" if row == poison else "accepted" for row in rows}
