@@ -10,9 +10,9 @@ from django.db.models import Exists, Max, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.module_loading import import_string
 
-from ledger import services
-from ledger.models import Checkpoint, Entry, EntryReader, SigningKey
-from ledger.verify import CheckpointRecord, EntryRecord, KeyRecord
+from ledger import merkle, services
+from ledger.models import Checkpoint, Entry, EntryReader, SigningKey, TreeNode
+from ledger.verify import CheckpointRecord, EntryRecord, KeyRecord, VerificationError
 
 
 def readable_entries(request: HttpRequest) -> QuerySet[Entry]:
@@ -87,3 +87,35 @@ def live_ledger() -> LiveLedger:
         ),
         checkpoints=(CheckpointRecord(size, text) for size, text in checkpoints),
     )
+
+
+def stored_nodes_verify(size: int) -> None:
+    """Raises ``VerificationError`` unless the stored complete-subtree hashes of the first ``size`` entries,
+    which inclusion and consistency proofs are served from, are exactly those the entries' leaves make.
+
+    Streams the leaves ``CHUNK_SIZE`` at a time, keeping only the frontier
+    between chunks (a node per set bit of the size), so memory stays small.
+    """
+    frontier: dict[merkle.NodeKey, bytes] = {}
+    expected = 0
+    for start in range(0, size, CHUNK_SIZE):
+        leaves = Entry.objects.filter(seq__gte=start, seq__lt=min(start + CHUNK_SIZE, size)).order_by("seq")
+        hashes = [merkle.leaf_hash(bytes(leaf)) for leaf in leaves.values_list("leaf", flat=True)]
+        made = {(level, index): digest for level, index, digest in merkle.append_nodes(start, hashes, frontier)}
+        stored = services.nodes(made)
+        for (level, index), digest in made.items():
+            if stored.get((level, index)) != digest:
+                problem = "is missing" if (level, index) not in stored else "is not the one its entries make"
+                first, last = index << level, ((index + 1) << level) - 1
+                raise VerificationError(
+                    f"the stored hash of entries {first} to {last} (node {level}/{index}) {problem}"
+                )
+        expected += len(made)
+        known = frontier | made
+        frontier = {key: known[key] for key in merkle.root_keys(start + len(hashes))}
+    within = Q(pk__in=[])
+    for level in range(size.bit_length()):
+        within |= Q(level=level, index__lt=size >> level)
+    extra = TreeNode.objects.filter(within).count() - expected
+    if extra:
+        raise VerificationError(f"{extra} stored subtree hash(es) within the first {size} entries are no entries' own")

@@ -29,7 +29,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from ledger import keys, merkle, note, services, triggers, verify
-from ledger.models import Checkpoint, Entry, EntryReader, SigningKey
+from ledger.models import Checkpoint, Entry, EntryReader, SigningKey, TreeNode
 from tests.ledger.test_merkle import VECTOR_LEAVES, VECTOR_ROOTS  # the spec's RFC 9162 vectors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -462,6 +462,27 @@ def test_ledger_verify_notices_deleted_entries_that_a_checkpoint_covers(ledger: 
 
     without_triggers(delete_tail)
     assert verify_live() == (1, "FAIL checkpoint 13: it covers 13 entries but the ledger holds only 12\n")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "said"),
+    [
+        ("change", "FAIL the stored hash of entries 4 to 7 (node 2/1) is not the one its entries make\n"),
+        ("delete", "FAIL the stored hash of entries 4 to 7 (node 2/1) is missing\n"),
+        ("add", "FAIL 1 stored subtree hash(es) within the first 15 entries are no entries' own\n"),
+    ],
+)
+def test_ledger_verify_checks_the_stored_subtree_hashes_proofs_are_served_from(
+    ledger: Ledger, tamper: str, said: str
+) -> None:
+    node = TreeNode.objects.filter(level=2, index=1)
+    changes = {
+        "change": lambda: node.update(hash=bytes(32)),
+        "delete": lambda: node.delete(),
+        "add": lambda: TreeNode.objects.create(level=0, index=-1, hash=bytes(32)),
+    }
+    without_triggers(changes[tamper])
+    assert verify_live() == (1, said)
 
 
 def test_ledger_verify_checks_the_stored_key_ids(ledger: Ledger) -> None:
