@@ -74,13 +74,66 @@ END $$;
 
 LEDGER = AppendOnly("ledger", APPEND_ONLY_TABLES)
 
+# Keys are kept for ever too, but a key is retired by setting its retired_at, once: that one change is allowed.
+KEYS_TABLE = "ledger_signingkey"
+_KEY_UNCHANGED = ("id", "name", "key_id", "public_key", "active_from")
+_KEY_REFUSAL = f"ledger table {KEYS_TABLE} keeps every key as it was: only retiring an active key is allowed"
+
+
+def key_guard_statements(vendor: str) -> list[str]:
+    """Triggers that refuse any change to a signing key but its retirement, and any deletion."""
+    if vendor == "postgresql":
+        same = " AND ".join(f"NEW.{column} IS NOT DISTINCT FROM OLD.{column}" for column in _KEY_UNCHANGED)
+        return [
+            f"""
+CREATE OR REPLACE FUNCTION ledger_key_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND OLD.retired_at IS NULL AND NEW.retired_at IS NOT NULL AND {same} THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION '{_KEY_REFUSAL}: % refused', TG_OP;
+END $$;
+""",
+            f"CREATE OR REPLACE TRIGGER {KEYS_TABLE}_guard BEFORE UPDATE OR DELETE ON {KEYS_TABLE} "
+            "FOR EACH ROW EXECUTE FUNCTION ledger_key_guard();",
+            f"CREATE OR REPLACE TRIGGER {KEYS_TABLE}_no_truncate BEFORE TRUNCATE ON {KEYS_TABLE} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ledger_key_guard();",
+        ]
+    if vendor == "sqlite":
+        same = " AND ".join(f"NEW.{column} IS OLD.{column}" for column in _KEY_UNCHANGED)
+        retiring = f"OLD.retired_at IS NULL AND NEW.retired_at IS NOT NULL AND {same}"
+        return [
+            f"CREATE TRIGGER IF NOT EXISTS {KEYS_TABLE}_no_update BEFORE UPDATE ON {KEYS_TABLE} "
+            f"WHEN NOT ({retiring}) BEGIN SELECT RAISE(ABORT, '{_KEY_REFUSAL}: UPDATE refused'); END;",
+            f"CREATE TRIGGER IF NOT EXISTS {KEYS_TABLE}_no_delete BEFORE DELETE ON {KEYS_TABLE} "
+            f"BEGIN SELECT RAISE(ABORT, '{_KEY_REFUSAL}: DELETE refused'); END;",
+        ]
+    raise RuntimeError(f"ColdTrace supports PostgreSQL and SQLite; the key guard does not exist for {vendor}")
+
+
+def key_guard_drop_statements(vendor: str) -> list[str]:
+    if vendor == "postgresql":
+        return [f"DROP TRIGGER IF EXISTS {KEYS_TABLE}_{suffix} ON {KEYS_TABLE};" for suffix in ("guard", "no_truncate")]
+    return [f"DROP TRIGGER IF EXISTS {KEYS_TABLE}_no_{op};" for op in ("update", "delete")]
+
+
+def install_key_guard(apps: Any, schema_editor: Any) -> None:
+    for sql in key_guard_statements(schema_editor.connection.vendor):
+        schema_editor.execute(sql, params=None)
+
+
+def uninstall_key_guard(apps: Any, schema_editor: Any) -> None:
+    for sql in key_guard_drop_statements(schema_editor.connection.vendor):
+        schema_editor.execute(sql, params=None)
+
 
 def create_statements(vendor: str) -> list[str]:
-    return LEDGER.create_statements(vendor)
+    """Every trigger of the ledger's tables: the append-only ones and the key guard."""
+    return LEDGER.create_statements(vendor) + key_guard_statements(vendor)
 
 
 def drop_statements(vendor: str) -> list[str]:
-    return LEDGER.drop_statements(vendor)
+    return LEDGER.drop_statements(vendor) + key_guard_drop_statements(vendor)
 
 
 def install(apps: Any, schema_editor: Any) -> None:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core import checks
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
 
 from ledger import keys, merkle, note, services
 from ledger.models import Checkpoint, Entry, PendingEvent, SigningKey, TreeNode
@@ -210,6 +211,33 @@ def test_the_database_refuses_to_change_ledger_rows(table: str, statement: str) 
     with pytest.raises((DatabaseError, IntegrityError)), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql)
     assert Entry.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE ledger_signingkey SET key_id = '0badc0de'",
+        "UPDATE ledger_signingkey SET public_key = public_key, retired_at = NULL",
+        "DELETE FROM ledger_signingkey",
+    ],
+)
+def test_the_database_keeps_every_signing_key_as_it_was(statement: str) -> None:
+    append(1)
+    services.ledger_commit()
+    key = SigningKey.objects.get()
+    with pytest.raises((DatabaseError, IntegrityError)), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(statement)
+    assert SigningKey.objects.get() == key
+    assert (SigningKey.objects.get().key_id, SigningKey.objects.get().retired_at) == (key.key_id, None)
+
+
+def test_retiring_a_key_is_the_one_change_the_database_allows_it() -> None:
+    append(1)
+    services.ledger_commit()
+    SigningKey.objects.update(retired_at=timezone.now())  # what rotation does
+    with pytest.raises((DatabaseError, IntegrityError)), transaction.atomic():
+        SigningKey.objects.update(retired_at=None)  # and never undoes
+    assert SigningKey.objects.get().retired_at is not None
 
 
 def test_a_broker_outage_does_not_fail_the_committed_change(

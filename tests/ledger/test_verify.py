@@ -486,7 +486,7 @@ def test_ledger_verify_checks_the_stored_subtree_hashes_proofs_are_served_from(
 
 
 def test_ledger_verify_checks_the_stored_key_ids(ledger: Ledger) -> None:
-    SigningKey.objects.filter(retired_at__isnull=False).update(key_id="0badc0de")  # not append-only
+    without_triggers(lambda: SigningKey.objects.filter(retired_at__isnull=False).update(key_id="0badc0de"))
     status, out = verify_live()
     assert status == 1
     assert "its name and public key give the key id" in out
