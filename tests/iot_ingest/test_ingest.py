@@ -6,7 +6,6 @@ import datetime
 import io
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -399,8 +398,11 @@ def test_an_urgent_message_without_a_topic_stays_with_the_batch_it_came_in(
     assert [outcomes for _, outcomes in commits] == [{row.pk: "accepted" for row in rows}]  # one commit
 
 
-def _held_while(pk: int, seconds: float, work: Callable[[], Any]) -> Any:
-    """``work``'s result, while another connection holds the inbox row's lock, for ``seconds`` at most."""
+def _held_while(
+    pk: int, seconds: float, work: Callable[[], Any], *, change: Callable[[], object] = lambda: None
+) -> Any:
+    """``work``'s result, while another connection holds the inbox row's lock, for ``seconds`` at most, having
+    made ``change`` (uncommitted until it lets go)."""
     if connection.vendor != "postgresql":
         unavailable("row locks are PostgreSQL's: set DATABASE_URL to PostgreSQL")
     locked, release = threading.Event(), threading.Event()
@@ -409,6 +411,7 @@ def _held_while(pk: int, seconds: float, work: Callable[[], Any]) -> Any:
         try:
             with transaction.atomic():
                 InboxMessage.objects.select_for_update().get(pk=pk)
+                change()
                 locked.set()
                 release.wait(seconds)
         finally:
@@ -687,29 +690,14 @@ def test_https_refuses_what_cannot_be_parsed_at_all(logger: Device, body: bytes,
 @pytest.mark.django_db(transaction=True)
 def test_https_answers_with_the_outcome_of_a_worker_that_took_its_messages(logger: Device) -> None:
     # A worker adopting the oldest pending rows may take a request's messages before the request does.
-    if connection.vendor != "postgresql":
-        unavailable("row locks are PostgreSQL's: set DATABASE_URL to PostgreSQL")
     [row] = services.inbox_receive([services.RawMessage(b"junk", "http")], enqueue=False)
-    locked = threading.Event()
-
-    def worker() -> None:
-        try:
-            with transaction.atomic():
-                InboxMessage.objects.select_for_update().filter(pk=row.pk).update(
-                    outcome="rejected", reason="malformed", detail="by the worker", processed_at=timezone.now()
-                )
-                locked.set()
-                time.sleep(1)  # still processing when the request looks
-        finally:
-            connection.close()
-
-    holder = threading.Thread(target=worker)
-    holder.start()
-    try:
-        assert locked.wait(10)
-        [settled] = api._settled([row.pk])
-    finally:
-        holder.join()
+    rejected = {"outcome": "rejected", "reason": "malformed", "detail": "by the worker", "processed_at": timezone.now()}
+    [settled] = _held_while(  # the worker still processing when the request looks
+        row.pk,
+        1,
+        lambda: api._settled([row.pk]),
+        change=lambda: InboxMessage.objects.filter(pk=row.pk).update(**rejected),
+    )
     assert (settled.outcome, settled.reason) == ("rejected", "malformed")  # not "accepted" while it was pending
 
 
