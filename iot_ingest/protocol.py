@@ -271,8 +271,8 @@ def public_key_problem(raw: bytes) -> str | None:
     Decodes the point as RFC 8032 section 5.1.3 does and refuses a
     non-canonical encoding, bytes that are no point of the curve, and a point
     of small order (8A = 0). Signatures under a small-order key prove nothing:
-    all zeros, for one, is such a key, and one forged message in eight
-    verifies with it. Checked once, when a logger is registered.
+    all zeros, for one, is such a key, and a quarter of forged messages
+    verify with it. Checked once, when a logger is registered.
     """
     if len(raw) != PUBLIC_KEY_BYTES:
         return f"an Ed25519 public key is {PUBLIC_KEY_BYTES} bytes, not {len(raw)}"

@@ -113,6 +113,11 @@ def device_assign(
         whose = "the logger's" if ride.device_id == device.pk else f"logger {ride.device.device_id}'s"
         if ride.starts_at >= start or ride.ends_at is not None:
             raise ValidationError({"starts_at": f"must be after {whose} ride that began {ride.starts_at}"})
+        # Readings already stored for the ride keep its shipment: ending it before them would leave them
+        # beside the next logger's, two series in one.
+        later = Reading.objects.filter(shipment=ride.shipment_id, device=ride.device_id, measured_at__gte=start)
+        if (last := later.aggregate(last=models.Max("measured_at"))["last"]) is not None:
+            raise ValidationError({"starts_at": f"must be after {whose} last reading on its ride ({last})"})
         ride.ends_at = start
         ride.save(update_fields=["ends_at"])
     return DeviceAssignment.objects.create(device=device, shipment=shipment, starts_at=start)

@@ -193,6 +193,21 @@ def test_a_shipment_carries_one_logger_at_a_time_and_rides_never_overlap(
     assert DeviceAssignment.objects.count() == 2
 
 
+def test_a_swap_never_starts_before_the_last_reading_of_the_ride_it_ends(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    # The ride's readings keep their shipment: a swap dated before them would put two series on one shipment.
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - 2 * HOUR)
+    services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
+    receive(VECTOR)  # readings up to 12:02
+    spare, _ = services.device_register(device_id="LOG-0002", organisation=manufacturer.organisation)
+    with pytest.raises(ValidationError, match="must be after logger LOG-0001's last reading on its ride"):
+        services.device_assign(
+            actor=manufacturer.user, device=spare, shipment=shipment, starts_at=VECTOR_RECEIVED - HOUR
+        )
+    assert DeviceAssignment.objects.filter(ends_at__isnull=True).get().device == logger
+
+
 def test_the_inbox_keeps_each_message_as_received_in_the_order_given() -> None:
     too_large = b"x" * (protocol.MAX_MESSAGE_BYTES + 1)
     received = [

@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from ledger.models import PendingEvent
-from tests.conftest import Persona, make_persona
+from tests.conftest import Persona, make_persona, unavailable
 from tests.scenarios import register_batch
 from tests.traceability.test_epcis import events, journey, made, make_product, reference_ids, ship
 from traceability.epcis import hashing
@@ -302,6 +303,8 @@ def test_an_event_stored_in_year_0_before_capture_checked_never_breaks_the_feed(
     personas: dict[str, Persona], in_transit: Shipment
 ) -> None:
     """PostgreSQL keeps 0001-01-01T00:00:00+14:00 as 31 December of 1 BC: such a row is left out, not a 500."""
+    if connection.vendor != "postgresql":
+        unavailable("only PostgreSQL stores a time before the year 1 (SQLite's adapter refuses it)")
     batch = in_transit.items.get().batch
     sent = event(batch, biz_step="inspecting", when=timezone.now()) | {"eventTime": "0001-01-01T00:00:00+14:00"}
     CapturedEvent.objects.create(
