@@ -228,14 +228,24 @@ def inbox_sweep(*, older_than: datetime.timedelta = datetime.timedelta(seconds=3
 def inbox_failed(ids: Sequence[int], error: BaseException) -> None:
     """Counts a failed processing attempt; after MAX_ATTEMPTS a row becomes a dead letter with the error.
 
-    Rows another worker holds are passed over: that worker is processing them
-    now, and counts its own failure if it fails. So this never waits for a
-    lock, and never deadlocks with a worker that does.
+    A row another worker holds is waited for, ``URGENT_WAIT`` seconds at most:
+    a batch that adopted it fails on it too and lets go, and the failure is
+    then counted here, by the row's own task (adopters retry their own rows
+    only, and adopt no row that failed before). Rows are locked in arrival
+    order, as the urgent step locks them; should the two still deadlock,
+    PostgreSQL breaks it and the rows nobody holds are counted.
     """
     detail = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
-        pending = InboxMessage.objects.filter(pk__in=ids, outcome=Outcome.PENDING)
-        rows = pending.select_for_update(skip_locked=True).order_by("id")
+        pending = InboxMessage.objects.filter(pk__in=ids, outcome=Outcome.PENDING).order_by("received_at", "id")
+        try:
+            with transaction.atomic():  # a savepoint: a wait cut short leaves the transaction usable
+                _statement_timeout(URGENT_WAIT)
+                rows = list(pending.select_for_update())
+                _statement_timeout(None)
+        except OperationalError:
+            logger.warning("a failure of inbox rows %s was not counted on the rows another worker holds", list(ids))
+            rows = list(pending.select_for_update(skip_locked=True))
         for row in rows:
             row.attempts += 1
             row.detail = detail
@@ -323,7 +333,8 @@ def messages_process(ids: Iterable[int], *, adopt: bool = True) -> dict[str, int
     def own_and_oldest(pending: models.QuerySet[InboxMessage]) -> list[_Pending]:
         rows = _taken(pending.filter(pk__in=ids).order_by("id"))
         if rows and room > len(rows):  # nobody waits: SKIP LOCKED passes over the rows other workers hold
-            rows += _taken(pending.exclude(pk__in=ids).order_by("received_at", "id")[: room - len(rows)])
+            others = pending.exclude(pk__in=ids).filter(attempts=0)  # one that failed is its own task's to retry
+            rows += _taken(others.order_by("received_at", "id")[: room - len(rows)])
         return rows
 
     counts.update(_process(own_and_oldest))
@@ -342,7 +353,8 @@ def _urgent_and_earlier(pending: models.QuerySet[InboxMessage], room: int) -> li
     evaluation sees their readings. A worker stuck in its transaction longer
     than that is not waited for: what nobody holds is taken.
     """
-    rows = _taken(pending.filter(urgent=True).exclude(topic="").order_by("received_at", "id")[:room])
+    urgent = pending.filter(urgent=True, attempts=0).exclude(topic="")  # one that failed: its own task's
+    rows = _taken(urgent.order_by("received_at", "id")[:room])
     if not rows or len(rows) >= room:
         return rows
     newest: dict[str, datetime.datetime] = {}

@@ -469,11 +469,29 @@ def test_a_worker_stuck_holding_the_earlier_messages_is_waited_for_only_so_long(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_failure_passes_over_the_rows_another_worker_is_processing(logger: Device) -> None:
+def test_a_failure_waits_for_a_worker_holding_its_rows_then_counts(logger: Device) -> None:
     held, free = two_pending(logger)
+    _held_while(held.pk, 0.5, lambda: services.inbox_failed([held.pk, free.pk], RuntimeError("lost")))
+    # Passed over, the held row's failure would go uncounted: an adopter that held it retries its own rows only.
+    assert dict(InboxMessage.objects.values_list("pk", "attempts")) == {held.pk: 1, free.pk: 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failure_waits_for_a_stuck_worker_only_so_long(
+    logger: Device, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    held, free = two_pending(logger)
+    monkeypatch.setattr(services, "URGENT_WAIT", 0.2)
     _held_while(held.pk, 10, lambda: services.inbox_failed([held.pk, free.pk], RuntimeError("lost")))
-    # Waiting for the lock would have counted the held row too, once released: its holder counts its own failure.
     assert dict(InboxMessage.objects.values_list("pk", "attempts")) == {held.pk: 0, free.pk: 1}
+    assert "was not counted on the rows another worker holds" in caplog.text
+
+
+def test_a_row_that_failed_is_left_to_its_own_task(logger: Device) -> None:
+    failed, other = two_pending(logger)
+    services.inbox_failed([failed.pk], RuntimeError("a bug"))
+    assert services.messages_process([other.pk]) == {"accepted": 1}  # took no other row on
+    assert dict(InboxMessage.objects.values_list("pk", "outcome")) == {failed.pk: "pending", other.pk: "accepted"}
 
 
 def _failing_on(poison: InboxMessage, monkeypatch: pytest.MonkeyPatch) -> None:
