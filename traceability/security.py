@@ -102,13 +102,15 @@ class UserThrottle(UserRateThrottle):
 
 
 class PasswordRecheckThrottle(SimpleRateThrottle):
-    """A signed-in user re-entering their password (to issue a recall), at the rate of scope ``auth``.
+    """A signed-in user re-entering their password (to issue a recall), at the rate of scope ``password``
+    (``AUTH_THROTTLE_RATE``).
 
-    Counted where the API's recall issuing counts (``ScopedRateThrottle``, scope ``auth``, keyed by the user's id):
-    guesses on the page and through the API share one allowance.
+    Counted where the API's recall issuing counts (``ScopedRateThrottle``, scope ``password``, keyed by the
+    user's id): guesses on the page and through the API share one allowance, and nothing else uses it (the
+    token endpoint's scope ``auth`` is keyed by user too, so revoking tokens would have spent it).
     """
 
-    scope = "auth"
+    scope = "password"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         return self.cache_format % {"scope": self.scope, "ident": request.user.pk}

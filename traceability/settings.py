@@ -255,6 +255,7 @@ REST_FRAMEWORK = {
         "user": env.str("API_USER_THROTTLE_RATE", default="3000/min"),
         "ingest": env.str("INGEST_THROTTLE_RATE", default="6000/min"),
         "auth": env.str("AUTH_THROTTLE_RATE", default="10/min"),
+        "password": env.str("AUTH_THROTTLE_RATE", default="10/min"),  # a password re-entered, per user
     },
     # The client address is the last one the proxies added to X-Forwarded-For; without a proxy, the
     # header is ignored (a caller could otherwise choose a fresh address for every request).

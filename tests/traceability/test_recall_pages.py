@@ -382,7 +382,7 @@ def test_guessing_the_password_through_the_api_is_throttled_like_signing_in(
 ) -> None:
     body = {"items": [{"batch": batch.pk}], "classification": "II", "depth": "retail", "reason": "r"}
     body |= {"instructions": "i", "password": "guess"}
-    rate = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"].split("/")[0])
+    rate = auth_rate(settings)
     api = manufacturer.client()
     answers = [api.post(reverse("api-recall-list"), body, format="json").status_code for _ in range(rate + 1)]
     assert answers == [400] * rate + [429]
@@ -390,7 +390,7 @@ def test_guessing_the_password_through_the_api_is_throttled_like_signing_in(
 
 
 def auth_rate(settings: Any) -> int:
-    return int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"].split("/")[0])
+    return int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["password"].split("/")[0])
 
 
 def test_guessing_the_password_on_the_page_is_throttled_like_the_api(
@@ -434,6 +434,17 @@ def test_password_guesses_on_the_page_and_through_the_api_share_one_allowance(
     other = signed_in(regulator)
     other_fields = previewed(other, form(batch))
     assert other.post(reverse("recall-new"), other_fields | {"issue": "1", "password": PASSWORD}).status_code == 302
+
+
+def test_revoking_tokens_spends_none_of_the_password_guesses(
+    batch: Batch, manufacturer: Persona, settings: Any
+) -> None:
+    api = manufacturer.client()
+    for _call in range(auth_rate(settings) + 1):  # the token endpoint's own limit, per user too
+        assert api.delete(reverse("api-token")).status_code in (400, 429)  # signed in without a token: none to revoke
+    client = signed_in(manufacturer)
+    fields = previewed(client, form(batch))
+    assert client.post(reverse("recall-new"), fields | {"issue": "1", "password": "guess"}).status_code == 400
 
 
 def test_the_dispense_api(batch: Batch, shipments: dict[str, Shipment], pharmacy: Persona) -> None:

@@ -93,7 +93,7 @@ def test_production_cookies_hsts_and_throttles_are_safe_by_default() -> None:
         "traceability.security.AnonThrottle",
         "traceability.security.UserThrottle",
     ]
-    assert set(api["DEFAULT_THROTTLE_RATES"]) == {"anon", "user", "ingest", "auth"}
+    assert set(api["DEFAULT_THROTTLE_RATES"]) == {"anon", "user", "ingest", "auth", "password"}
     assert api["NUM_PROXIES"] == 0
 
 

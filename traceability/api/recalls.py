@@ -237,7 +237,7 @@ class RecallList(generics.ListAPIView[Recall]):
     """Recalls your organisation issued, made the goods of, or was sent a notice of; newest first."""
 
     serializer_class = RecallOut
-    throttle_scope = "auth"  # issuing checks a password: as few guesses as signing in gets
+    throttle_scope = "password"  # issuing checks a password: as few guesses as signing in gets
 
     def get_throttles(self) -> list[BaseThrottle]:
         throttles = super().get_throttles()

@@ -141,7 +141,9 @@ class TokenView(APIView):
     )
     def delete(self, request: Request) -> Response:
         """Revokes the token this request is sent with (``Authorization: Token <key>``); your other tokens remain."""
-        services.api_token_revoke(actor=_actor(request), token=cast(ApiToken, request.auth))
+        if not isinstance(request.auth, ApiToken):  # signed in with a session: no token to revoke
+            raise ValidationError({"detail": ["Send the token to revoke as Authorization: Token <key>."]})
+        services.api_token_revoke(actor=_actor(request), token=request.auth)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
