@@ -9,8 +9,8 @@ from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Avg, Count, FloatField, Func, Max, Min, QuerySet
-from django.db.models.functions import Floor
+from django.db.models import Avg, Count, FloatField, Func, Max, Min, QuerySet, Value
+from django.db.models.functions import Floor, Greatest
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -115,7 +115,11 @@ class IngestReadings(APIView):
         raws = [body] if single else _batch(body)
         rows = services.inbox_receive([services.RawMessage(raw, "http") for raw in raws], enqueue=False)
         ids = [row.pk for row in rows]
-        services.messages_process(ids, adopt=False)  # these messages only: a request does no worker's work
+        try:
+            services.messages_process(ids, adopt=False)  # these messages only: a request does no worker's work
+        except Exception:
+            services.enqueue_processing(ids)  # stored all the same: the workers take them now, not the sweeper
+            raise
         rows = _settled(ids)
         results = [_result(row) for row in rows]
         if single and rows[0].reason in ("too_large", "malformed", "bad_header"):
@@ -290,7 +294,8 @@ def _downsample(
     epoch = start.timestamp()
     rows = (
         readings.filter(measured_at__gte=start, measured_at__lt=end)
-        .annotate(bucket=Floor((EpochSeconds("measured_at") - epoch) / width))
+        # At least 0: SQLite's julianday rounds to the millisecond, which can put the first reading before start.
+        .annotate(bucket=Greatest(Floor((EpochSeconds("measured_at") - epoch) / width), Value(0.0)))
         .values("bucket")
         .annotate(low=Min("value"), high=Max("value"), mean=Avg("value"), count=Count("id"))
         .order_by("bucket")

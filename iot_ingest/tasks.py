@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
 from iot_ingest import evaluation, partitions, services
@@ -46,6 +47,8 @@ def _failing_alone(ids: list[int], error: BaseException) -> list[int]:
     for half in (ids[:middle], ids[middle:]):
         try:
             services.messages_process(half, adopt=False)
+        except SoftTimeLimitExceeded:
+            raise  # out of time: what is left stays pending, for the sweeper
         except Exception as half_error:
             failing += _failing_alone(half, half_error)
     return failing
@@ -82,6 +85,8 @@ def commit_readings() -> int:
     for shipment in Shipment.objects.filter(readings__commit__isnull=True).distinct():
         try:
             made += services.readings_commit(shipment) is not None
+        except SoftTimeLimitExceeded:
+            raise  # out of time: the rest waits for the next run
         except Exception:
             logger.exception("could not commit the readings of shipment %s; trying the others", shipment.pk)
     return made

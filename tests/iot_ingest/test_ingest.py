@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import rfc8785
+from celery.exceptions import SoftTimeLimitExceeded
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
@@ -626,6 +627,21 @@ def test_a_shipment_whose_readings_cannot_be_committed_holds_back_no_other(
     assert f"could not commit the readings of shipment {broken.pk}" in caplog.text  # tried again next time
 
 
+def test_committing_readings_stops_when_out_of_time(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
+    receive(VECTOR)
+
+    def out_of_time(shipment: Any) -> Any:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "readings_commit", out_of_time)
+    with pytest.raises(SoftTimeLimitExceeded):  # not taken for one shipment's failure, carrying on to the hard limit
+        tasks.commit_readings()
+
+
 @given(
     device_id=st.from_regex(protocol.DEVICE_ID, fullmatch=True),
     seq=st.integers(0, protocol.MAX_SEQ),
@@ -747,6 +763,39 @@ def _dispatched_shipment(manufacturer: Persona, carrier: Persona, pharmacy: Pers
         items=[traceability.ItemSpec(batch=batch, quantity=10)],
     )
     return traceability.shipment_dispatch(actor=manufacturer.user, shipment=shipment, occurred_at=left)
+
+
+def test_a_chart_s_first_bucket_starts_with_the_first_reading(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    # SQLite keeps times to the millisecond in its date functions: the first reading must not fall before start.
+    now = timezone.now().replace(microsecond=0)
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=now - 3 * HOUR)
+    [row] = services.inbox_receive([services.RawMessage(b"x", "mqtt")], enqueue=False)
+    first = now - 2 * HOUR + datetime.timedelta(microseconds=924_400)
+    for index in range(10):
+        Reading.objects.create(
+            device=logger, shipment=shipment, message=row, index=index, kind="temperature", value=5.0 + index,
+            measured_at=first + index * datetime.timedelta(minutes=10), received_at=now,
+        )  # fmt: skip
+    response = pharmacy.client().get(f"/api/v1/shipments/{shipment.pk}/readings/", {"points": 10})
+    points = response.json()["points"]
+    assert datetime.datetime.fromisoformat(points[0]["at"]) >= first - datetime.timedelta(milliseconds=1)
+    assert len(points) <= 10
+    assert sum(point["count"] for point in points) == 10
+
+
+def test_https_messages_whose_processing_fails_in_the_request_go_to_the_workers(
+    logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queued: list[list[int]] = []
+    monkeypatch.setattr(services, "enqueue_processing", lambda ids: queued.append(list(ids)))
+    monkeypatch.setattr(services, "messages_process", lambda ids, adopt: 1 / 0)
+    response = APIClient(raise_request_exception=False).post(
+        "/api/v1/ingest/readings", VECTOR, content_type="application/jose"
+    )
+    assert response.status_code == 500
+    assert queued == [list(InboxMessage.objects.values_list("pk", flat=True))]  # not left for the sweeper
 
 
 def test_last_seen_moves_forward_only(logger: Device) -> None:
