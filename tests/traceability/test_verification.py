@@ -114,6 +114,15 @@ def test_a_genuine_pack_is_verified_in_the_standards_words(
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", answer["verificationTimestamp"])
 
 
+def test_behind_the_proxy_a_request_is_kept_with_the_client_s_address(
+    batch: Batch, pharmacy: Persona, settings: Any
+) -> None:
+    settings.REST_FRAMEWORK = settings.REST_FRAMEWORK | {"NUM_PROXIES": 1}
+    client = APIClient(HTTP_X_FORWARDED_FOR="203.0.113.9", REMOTE_ADDR="10.0.0.2")  # the proxy's own address
+    ask(batch.product.gtin, batch.lot, serials_of(batch)[0], exp=batch.expires_on, requester=pharmacy, client=client)
+    assert VerificationRequest.objects.get().remote_addr == "203.0.113.9"
+
+
 def test_every_request_is_kept_with_who_asked_and_the_answer_given(batch: Batch, pharmacy: Persona) -> None:
     serial = serials_of(batch)[0]
 

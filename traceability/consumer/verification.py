@@ -36,15 +36,13 @@ from typing import Any
 from urllib.parse import unquote
 
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_ipv46_address
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from rest_framework import exceptions
 
 from traceability import gs1
 from traceability.api.authentication import TokenAuthentication
-from traceability.audit import storable
+from traceability.audit import client_address, storable
 from traceability.consumer import lms, reads
 from traceability.models import VerificationRequest
 
@@ -200,21 +198,12 @@ def _record(
     said = {name: storable(value) for name, value in dataclasses.asdict(asked).items()}
     return VerificationRequest.objects.create(
         user=user,
-        remote_addr=_address(request),
+        remote_addr=client_address(request),  # behind the TLS proxy, the client's, as the audit log and throttles
         verified=verified,
         failure_reason=failure_reason,
         response=storable(body),
         **said,
     )
-
-
-def _address(request: HttpRequest) -> str | None:
-    address = request.META.get("REMOTE_ADDR") or ""
-    try:
-        validate_ipv46_address(address)
-    except ValidationError:
-        return None
-    return address
 
 
 def _no_store(response: HttpResponse) -> HttpResponse:
