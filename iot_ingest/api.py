@@ -130,7 +130,7 @@ class IngestReadings(APIView):
 def _settled(ids: list[int]) -> list[InboxMessage]:
     """The rows' outcomes once final: a worker that took some of them (adopting the oldest pending rows) is
     waited for, so the answer never calls a message accepted that the worker then rejects. A row still
-    pending after that (its processing failed) is queued for the workers."""
+    pending after that (that worker's transaction failed) is queued for the workers."""
     with transaction.atomic():
         rows = list(InboxMessage.objects.select_for_update().filter(pk__in=ids).order_by("id"))
     pending = [row.pk for row in rows if row.outcome == InboxMessage.Outcome.PENDING]

@@ -85,9 +85,10 @@ def device_assign(
 
     Those who handle the goods assign loggers: the shipper, the carrier and
     whoever holds the shipment now. A ride starts no earlier than the
-    shipment was created and no later than now (a logger's clock may run a
-    little ahead). Rides never overlap: the logger's current ride ends then,
-    and so does the ride of the logger the shipment carried until then. A
+    shipment was created or dispatched and no later than now (a logger's
+    clock may run a little ahead). Rides never overlap: the logger's current
+    ride ends then, and so does the ride of the logger the shipment carried
+    until then, never before a reading already stored for that ride. A
     shipment carries one logger at a time, because its contract is judged on
     one series of readings: two loggers' readings interleaved would mask each
     other's excursions (a logger at 9 °C and one at 5 °C would reset each
@@ -238,14 +239,9 @@ def inbox_failed(ids: Sequence[int], error: BaseException) -> None:
     detail = f"{type(error).__name__}: {error}"[:2000]
     with transaction.atomic():
         pending = InboxMessage.objects.filter(pk__in=ids, outcome=Outcome.PENDING).order_by("received_at", "id")
-        try:
-            with transaction.atomic():  # a savepoint: a wait cut short leaves the transaction usable
-                _statement_timeout(URGENT_WAIT)
-                rows = list(pending.select_for_update())
-                _statement_timeout(None)
-        except OperationalError:
+        rows, waited = _locked_waiting(pending, list)
+        if not waited:
             logger.warning("a failure of inbox rows %s was not counted on the rows another worker holds", list(ids))
-            rows = list(pending.select_for_update(skip_locked=True))
         for row in rows:
             row.attempts += 1
             row.detail = detail
@@ -368,19 +364,29 @@ def _urgent_and_earlier(pending: models.QuerySet[InboxMessage], room: int) -> li
         .exclude(pk__in=[row.pk for row in rows])
         .order_by("received_at", "id")[: room - len(rows)]
     )
-    try:
-        with transaction.atomic():  # a savepoint: a statement cut short leaves the transaction usable
-            _statement_timeout(URGENT_WAIT)
-            rows += _taken(earlier.select_for_update())  # no SKIP LOCKED: they must not commit after these
-            _statement_timeout(None)
-    except OperationalError:
+    found, waited = _locked_waiting(earlier, _taken)  # they must not commit after these
+    if not waited:
         logger.warning(
             "another worker has held earlier messages of %s for over %gs; the urgent ones go without them",
             ", ".join(sorted(newest)),
             URGENT_WAIT,
         )
-        rows += _taken(earlier.select_for_update(skip_locked=True))
-    return rows
+    return rows + found
+
+
+def _locked_waiting[T](
+    rows: models.QuerySet[InboxMessage], take: Callable[[models.QuerySet[InboxMessage]], T]
+) -> tuple[T, bool]:
+    """``take`` of the rows locked, waiting for the workers holding some ``URGENT_WAIT`` seconds at most, and
+    whether they let go in time; if not, of those nobody holds (SKIP LOCKED)."""
+    try:
+        with transaction.atomic():  # a savepoint: a statement cut short leaves the transaction usable
+            _statement_timeout(URGENT_WAIT)
+            found = take(rows.select_for_update())
+            _statement_timeout(None)
+    except OperationalError:  # the wait ran out, or PostgreSQL broke a deadlock
+        return take(rows.select_for_update(skip_locked=True)), False
+    return found, True
 
 
 def _statement_timeout(seconds: float | None) -> None:
@@ -598,7 +604,7 @@ def _accepted_before(candidates: list[_Verified]) -> dict[tuple[int, int], bytes
             # PostgreSQL longer to parse and plan than the lookups take. A LATERAL lookup per pair, kept
             # apart by its LIMIT (one at most: inbox_accepted_once), even when the statistics of a
             # fast-growing inbox make the table look small enough to scan and hash whole.
-            devices, seqs = ("{" + ",".join(map(str, column)) + "}" for column in zip(*wanted, strict=True))
+            devices, seqs = (_array(column) for column in zip(*wanted, strict=True))
             cursor.execute(
                 f"SELECT w.d, w.s, m.raw FROM unnest(%s::bigint[], %s::bigint[]) AS w (d, s) "  # noqa: S608
                 f"CROSS JOIN LATERAL (SELECT raw FROM {table} "
@@ -617,6 +623,12 @@ def _accepted_before(candidates: list[_Verified]) -> dict[tuple[int, int], bytes
                 )
                 found += cursor.fetchall()
     return {(device, seq): _digest(bytes(raw)) for device, seq, raw in found}
+
+
+def _array(numbers: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers, one parameter: a parameter per number, or ARRAY[...] of
+    them, takes PostgreSQL longer to parse than a large lookup or update takes."""
+    return "{" + ",".join(map(str, numbers)) + "}"
 
 
 def _digest(raw: bytes) -> bytes:
@@ -764,15 +776,15 @@ def readings_commit(shipment: Shipment) -> ReadingCommit | None:
 
 def _commit_set(commit: ReadingCommit, ids: list[int]) -> None:
     """Marks exactly these readings as the commit's: not "every uncommitted reading of the shipment", which
-    would take in readings committed by workers since they were read, and left out of the root."""
+    would take in readings that workers stored after these were read, and that the root leaves out."""
     if connection.vendor != "postgresql":
         Reading.objects.filter(pk__in=ids).update(commit=commit)
         return
     table = connection.ops.quote_name(Reading._meta.db_table)
-    with connection.cursor() as cursor:  # one array literal: a parameter per id takes longer to send and parse
+    with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET commit_id = %s WHERE id = ANY(%s::bigint[])",  # noqa: S608  (our table)
-            [commit.pk, "{" + ",".join(map(str, ids)) + "}"],
+            [commit.pk, _array(ids)],
         )
 
 
