@@ -115,6 +115,7 @@ def gunicorn(environment: dict[str, str]) -> Iterator[int]:
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "0",
         "LOG_LEVEL": "WARNING",
+        "NUM_PROXIES": "1",  # the clients name their address, as a proxy would: each scan is another phone's
     }
     command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS)]
     command += ["--backlog", "256", "--log-level", "warning", f"{__name__}:application()"]
@@ -135,10 +136,11 @@ def gunicorn(environment: dict[str, str]) -> Iterator[int]:
         log.unlink(missing_ok=True)
 
 
-def _get(port: int, url: str, language: str = "en") -> tuple[int, bytes]:
+def _get(port: int, url: str, language: str = "en", address: str = "127.0.0.1") -> tuple[int, bytes]:
+    """GET from ``address`` (as the proxy tells gunicorn: ``NUM_PROXIES``); the status and the body."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", url, headers={"Accept-Language": language})
+        connection.request("GET", url, headers={"Accept-Language": language, "X-Forwarded-For": address})
         response = connection.getresponse()
         return response.status, response.read()
     except OSError:
@@ -177,7 +179,9 @@ def drive(port: int, url: str | Sequence[str], *, seconds: float, clients: int =
         turn = 0
         while (start := time.perf_counter()) < stop:
             number = order[turn % len(order)]
-            status, _body = _get(port, urls[number], _language(number))
+            # A scan storm comes from many phones: each request from an address of its own, so that the
+            # Digital Link's throttle counts (and costs) as deployed, and refuses none.
+            status, _body = _get(port, urls[number], _language(number), f"10.{offset}.{turn >> 8 & 255}.{turn & 255}")
             mine.append((time.perf_counter() - start) * 1000)
             failed += status != 200
             turn += 1

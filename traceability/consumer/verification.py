@@ -23,7 +23,9 @@ shows, sent ``Cache-Control: no-store``. Every request that names a valid
 GTIN is kept as a ``VerificationRequest`` with the answer given, whole: also
 a malformed one (400, problem JSON saying what is wrong), a refused one (401)
 and one for a GTIN this platform does not hold (404). What cannot be stored
-as sent (a NUL, ``%00``) is kept as ``audit.storable`` shows it.
+as sent (a NUL, ``%00``) is kept as ``audit.storable`` shows it. Only a
+request from an address over its allowance (``throttle``) is answered 429
+and not kept: a flood must not grow the log.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from rest_framework import exceptions
 from traceability import gs1
 from traceability.api.authentication import TokenAuthentication
 from traceability.audit import client_address, storable
-from traceability.consumer import lms, reads
+from traceability.consumer import lms, reads, throttle
 from traceability.models import VerificationRequest
 
 LINK_TYPE = "verificationService"
@@ -87,14 +89,28 @@ def answer(request: HttpRequest, parsed: gs1.ParsedDigitalLink) -> HttpResponse:
     try:
         pack = reads.pack_read(dataclasses.replace(link, expiry=expiry), now=timezone.now())
     except reads.UnknownError:
+        throttle.missed(request)
         detail = f"No product with GTIN {link.gtin} is registered here, so this service cannot verify it."
         return _refuse(request, asked, user, 404, "Unknown GTIN", detail)
     result = pack.judged(today=today)
+    if not result.genuine:
+        throttle.missed(request)
     body = lms.response(
         result, responder_gln=pack.product.manufacturer_gln, corr_uuid=asked.request_id, at=timezone.now()
     )
     _record(request, asked, user, verified=result.genuine, failure_reason=lms.failure_reason(result) or "", body=body)
     return _no_store(JsonResponse(body))
+
+
+def throttled(wait: int) -> HttpResponse:
+    """429 for a requester's address that asked too much (``throttle``): answered, not kept, as what it asked
+    is not read."""
+    detail = f"This address sent too many requests, or too many for codes that are not genuine. Retry in {wait} s."
+    response = JsonResponse(
+        _problem(429, "Too many requests", detail), status=429, content_type="application/problem+json"
+    )
+    response["Retry-After"] = str(wait)
+    return _no_store(response)
 
 
 def malformed(request: HttpRequest, sent: str, reason: str) -> HttpResponse:

@@ -14,6 +14,8 @@ language (Accept-Language):
   (``gs1:certificationInfo``, ``gs1:recallStatus``).
 - 400 for a malformed link, saying what is wrong (GS1-Conformant resolvers
   report syntax errors with 400).
+- 429 with ``Retry-After`` for an address that looked up too many codes, or
+  too many that are not genuine (``throttle``: serial harvesting).
 - 404 for a product, variant or lot never registered, and for a link type
   this item does not offer. A GS1 resolver may instead fall back to the
   default link; we answer 404 because a client that asks for a particular
@@ -50,7 +52,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_safe
 
 from traceability import gs1
-from traceability.consumer import cache, check, linkset, reads, verdict, verification, words
+from traceability.consumer import cache, check, linkset, reads, throttle, verdict, verification, words
 
 LINK_SECONDS = 86_400  # how long an answer that depends on the link alone may be kept
 LEGS_SHOWN = 10
@@ -66,6 +68,8 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
         parsed = gs1.parse_digital_link(_as_sent(request), today=timezone.localdate())
     except gs1.GS1Error as error:
         if linkset.link_type(request.GET.get("linkType")) == verification.LINK_TYPE:
+            if (wait := throttle.refused(request)) is not None:  # a malformed request is kept too
+                return verification.throttled(wait)
             return verification.malformed(request, _as_sent(request), str(error))
         response = _error(
             400,
@@ -83,6 +87,10 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
     if parsed.gtin_as_given != link.gtin:
         return _public(_canonical(request, link), max_age=LINK_SECONDS)
     requested = linkset.link_type(parsed.extra_query.get("linkType"))
+    if (wait := throttle.refused(request)) is not None:
+        if requested == verification.LINK_TYPE:
+            return verification.throttled(wait)
+        return _too_many(wait, wants_json=wants_json or requested in linkset.LINKSET)
     if requested == verification.LINK_TYPE:
         return verification.answer(request, parsed)
     # To the minute, as a leg in transit shows how long it has lasted: a page stays the same for a minute.
@@ -92,8 +100,11 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
         if link.lot is not None and pack.batch is None:
             raise reads.UnknownError("batch", product=pack.product)
     except reads.UnknownError as unknown:
+        throttle.missed(request)
         return _unknown(link, unknown, wants_json=wants_json or requested in linkset.LINKSET)
     result = pack.judged(today=timezone.localdate())
+    if not result.genuine:
+        throttle.missed(request)
     if (requested is None and not wants_json) or requested in linkset.PAGE:
         return _fresh(request, _page(pack, result))
     links = _links(pack, result)
@@ -315,6 +326,18 @@ def _unknown(link: gs1.DigitalLink, unknown: reads.UnknownError, *, wants_json: 
             "genuine: do not use it, and show it to your pharmacist."
         ) % {"manufacturer": product.manufacturer, "lot": link.lot, "product": product.name}
     return _public(_error(404, title, text, wants_json=wants_json))  # until the product or lot is registered
+
+
+def _too_many(wait: int, *, wants_json: bool) -> HttpResponse:
+    """429: the address asked too much (``throttle``); never kept by a cache, which would answer others."""
+    text = _(
+        "Many codes were looked up from your network in a short time, so ColdTrace answers no more for a "
+        "while. Scan the pack again later; until then, keep it and do not use it."
+    )
+    response = _error(429, _("Too many look-ups"), text, wants_json=wants_json)
+    response["Retry-After"] = str(wait)
+    patch_cache_control(response, no_store=True)
+    return response
 
 
 def _link_type_missing(requested: str, links: dict[str, list[linkset.Link]], *, wants_json: bool) -> HttpResponse:

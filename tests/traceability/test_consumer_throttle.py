@@ -1,0 +1,146 @@
+"""How much one address may ask of the Digital Link: look-ups, and codes found not to be genuine.
+
+A serial harvester walks through serial numbers from one address; a shopper
+scans a few packs. ``settings.DIGITAL_LINK_THROTTLE_RATES`` is set small
+here, so that each allowance runs out within a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import time_machine
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from ledger import services as ledger
+from tests.conftest import Persona
+from tests.scenarios import register_batch
+from traceability import gs1
+from traceability.models import Batch, Product, VerificationRequest
+
+HARVESTER, SHOPPER = "203.0.113.7", "198.51.100.20"
+REQUESTER = "4099998000013"  # a GLN (its check digit is right): verification requests name their requester
+
+
+@pytest.fixture
+def batch(manufacturer: Persona, product: Product) -> Batch:
+    batch = register_batch(manufacturer, product, "MV2405", 3)
+    ledger.ledger_commit()
+    return batch
+
+
+@pytest.fixture
+def rates(settings: Any) -> dict[str, str]:
+    settings.DIGITAL_LINK_THROTTLE_RATES = {"lookup": "6/min", "miss": "2/hour"}
+    return settings.DIGITAL_LINK_THROTTLE_RATES  # type: ignore[no-any-return]
+
+
+def scan(batch: Batch, serial: str, *, address: str = HARVESTER, **headers: str) -> Any:
+    return APIClient().get(f"/01/{batch.product.gtin}/10/{batch.lot}/21/{serial}", REMOTE_ADDR=address, **headers)
+
+
+def verify(batch: Batch, serial: str, *, address: str = HARVESTER, exp: str | None = None) -> Any:
+    expiry = exp if exp is not None else gs1.format_expiry(batch.expires_on)
+    query = f"linkType=verificationService&exp={expiry}&reqGLN={REQUESTER}"
+    return APIClient().get(f"/01/{batch.product.gtin}/10/{batch.lot}/21/{serial}?{query}", REMOTE_ADDR=address)
+
+
+def genuine(batch: Batch) -> str:
+    return str(batch.serials.values_list("serial", flat=True).first())
+
+
+def assert_refused(response: Any) -> None:
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) >= 1
+    assert "no-store" in response["Cache-Control"]
+
+
+@pytest.mark.django_db
+def test_an_address_that_looks_up_too_many_codes_waits_and_others_do_not(batch: Batch, rates: dict[str, str]) -> None:
+    serial = genuine(batch)
+    for _ in range(6):
+        assert scan(batch, serial).status_code == 200
+    refused = scan(batch, serial)
+    assert_refused(refused)
+    assert int(refused["Retry-After"]) <= 60
+    assert "Too many look-ups" in refused.content.decode()
+    assert "Morbivax" not in refused.content.decode()  # nothing about the pack was read
+    assert scan(batch, serial, address=SHOPPER).status_code == 200
+    with time_machine.travel(timezone.now() + timezone.timedelta(seconds=61)):
+        assert scan(batch, serial).status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_refused_look_up_asked_for_json_is_problem_json(batch: Batch, rates: dict[str, str]) -> None:
+    for _ in range(6):
+        scan(batch, genuine(batch))
+    refused = scan(batch, genuine(batch), HTTP_ACCEPT="application/linkset+json")
+    assert_refused(refused)
+    assert refused["Content-Type"] == "application/problem+json"
+    assert refused.json()["status"] == 429
+
+
+@pytest.mark.django_db
+def test_serials_never_issued_run_out_the_address_s_allowance_for_every_code(
+    batch: Batch, rates: dict[str, str]
+) -> None:
+    for harvested in ("100001", "100002"):
+        page = scan(batch, harvested)
+        assert page.status_code == 200  # the counterfeit warning, as always
+        assert "never issued for this batch" in page.content.decode()
+    assert_refused(scan(batch, genuine(batch)))  # even a genuine code: the next guess is not answered
+    assert scan(batch, genuine(batch), address=SHOPPER).status_code == 200
+
+
+@pytest.mark.django_db
+def test_genuine_codes_do_not_count_as_misses(batch: Batch, rates: dict[str, str]) -> None:
+    serials = list(batch.serials.values_list("serial", flat=True))
+    for serial in serials * 2:  # six look-ups, all of issued serials: the lookup allowance, not the miss one
+        assert scan(batch, serial).status_code == 200
+
+
+@pytest.mark.django_db
+def test_unknown_lots_and_products_count_as_misses(batch: Batch, rates: dict[str, str]) -> None:
+    client = APIClient()
+    assert client.get(f"/01/{batch.product.gtin}/10/NOSUCHLOT", REMOTE_ADDR=HARVESTER).status_code == 404
+    unregistered = "0409999899999" + gs1.check_digit("0409999899999")
+    assert client.get(f"/01/{unregistered}", REMOTE_ADDR=HARVESTER).status_code == 404
+    assert_refused(scan(batch, genuine(batch)))
+
+
+@pytest.mark.django_db
+def test_answers_that_depend_on_the_link_alone_are_not_counted(batch: Batch, settings: Any) -> None:
+    settings.DIGITAL_LINK_THROTTLE_RATES = {"lookup": "1/min", "miss": "1/hour"}
+    client = APIClient()
+    for _ in range(3):
+        assert client.get("/01/12345", REMOTE_ADDR=HARVESTER).status_code == 400  # malformed
+        short = batch.product.gtin.lstrip("0")
+        assert client.get(f"/01/{short}", REMOTE_ADDR=HARVESTER).status_code == 301  # a short GTIN's redirect
+    assert scan(batch, genuine(batch)).status_code == 200
+
+
+@pytest.mark.django_db
+def test_verification_requests_over_the_allowance_are_refused_and_not_kept(batch: Batch, rates: dict[str, str]) -> None:
+    for _ in range(6):
+        assert verify(batch, genuine(batch)).json()["data"]["verified"] is True
+    kept = VerificationRequest.objects.count()
+    refused = verify(batch, genuine(batch))
+    assert_refused(refused)
+    assert refused["Content-Type"] == "application/problem+json"
+    assert refused.json()["status"] == 429
+    malformed = verify(batch, genuine(batch), exp="991399")  # the 13th month: refused before it is read
+    assert_refused(malformed)
+    assert VerificationRequest.objects.count() == kept
+    assert verify(batch, genuine(batch), address=SHOPPER).status_code == 200
+
+
+@pytest.mark.django_db
+def test_verification_of_codes_not_genuine_counts_as_misses(batch: Batch, rates: dict[str, str]) -> None:
+    for harvested in ("100001", "100002"):
+        answer = verify(batch, harvested)
+        assert answer.status_code == 200
+        assert answer.json()["data"]["verified"] is False
+    assert_refused(verify(batch, genuine(batch)))
+    assert_refused(scan(batch, genuine(batch)))  # one allowance for the page and verification
