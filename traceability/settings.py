@@ -17,6 +17,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
+from traceability.rates import parse_rate
+
 # Lets the typed generics of django-stubs (ModelAdmin[Model], ...) run.
 django_stubs_ext.monkeypatch()
 
@@ -267,6 +269,8 @@ DIGITAL_LINK_THROTTLE_RATES = {
     "lookup": env.str("DIGITAL_LINK_THROTTLE_RATE", default="300/min"),
     "miss": env.str("DIGITAL_LINK_MISS_THROTTLE_RATE", default="30/hour"),
 }
+for _rate in DIGITAL_LINK_THROTTLE_RATES.values():
+    parse_rate(_rate)  # a bad one stops the start, saying how to write it
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")  # type: ignore[attr-defined]
 

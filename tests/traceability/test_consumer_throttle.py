@@ -2,23 +2,30 @@
 
 A serial harvester walks through serial numbers from one address; a shopper
 scans a few packs. ``settings.DIGITAL_LINK_THROTTLE_RATES`` is set small
-here, so that each allowance runs out within a test.
+here, so that each allowance runs out within a test. The later tests are a
+review's findings on the first version: requests in flight, refusals that
+are kept, IPv6, API tokens.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 import time_machine
+from django.core.exceptions import ImproperlyConfigured
+from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from ledger import services as ledger
 from tests.conftest import Persona
 from tests.scenarios import register_batch
-from traceability import gs1
+from traceability import gs1, services
+from traceability.consumer import throttle
 from traceability.models import Batch, Product, VerificationRequest
+from traceability.rates import parse_rate
 
 HARVESTER, SHOPPER = "203.0.113.7", "198.51.100.20"
 REQUESTER = "4099998000013"  # a GLN (its check digit is right): verification requests name their requester
@@ -130,8 +137,7 @@ def test_verification_requests_over_the_allowance_are_refused_and_not_kept(batch
     assert_refused(refused)
     assert refused["Content-Type"] == "application/problem+json"
     assert refused.json()["status"] == 429
-    malformed = verify(batch, genuine(batch), exp="991399")  # the 13th month: refused before it is read
-    assert_refused(malformed)
+    assert_refused(verify(batch, genuine(batch), exp="991399"))  # the 13th month: a 400 otherwise, and kept
     assert VerificationRequest.objects.count() == kept
     assert verify(batch, genuine(batch), address=SHOPPER).status_code == 200
 
@@ -144,3 +150,92 @@ def test_verification_of_codes_not_genuine_counts_as_misses(batch: Batch, rates:
         assert answer.json()["data"]["verified"] is False
     assert_refused(verify(batch, genuine(batch)))
     assert_refused(scan(batch, genuine(batch)))  # one allowance for the page and verification
+
+
+# What the first version missed (a review's findings) ---------------------------------------------------------
+
+
+def verification_path(batch: Batch, serial: str) -> str:
+    return f"/01/{batch.product.gtin}/10/{batch.lot}/21/{serial}"
+
+
+@pytest.mark.django_db
+def test_retry_after_is_the_end_of_the_allowance_s_window(batch: Batch, rates: dict[str, str]) -> None:
+    with time_machine.travel(datetime.datetime(2026, 11, 29, 12, 0, 10, tzinfo=datetime.UTC), tick=False):
+        for harvested in ("100001", "100002"):
+            scan(batch, harvested)
+        refused = scan(batch, genuine(batch))
+    assert_refused(refused)
+    assert int(refused["Retry-After"]) == 3600 - 10  # the hour's window of misses ends at 13:00
+
+
+@pytest.mark.django_db
+def test_misses_are_reserved_before_the_look_up_so_requests_in_flight_get_no_more(
+    batch: Batch, rates: dict[str, str]
+) -> None:
+    factory = RequestFactory()
+    in_flight = [factory.get("/01/x", REMOTE_ADDR=HARVESTER) for _ in range(3)]
+    assert throttle.admit(in_flight[0]) is None
+    assert throttle.admit(in_flight[1]) is None
+    assert throttle.admit(in_flight[2]) is not None  # two may yet be misses: a third waits
+    throttle.found(in_flight[0])  # the first was a genuine code: its miss is given back
+    assert throttle.admit(factory.get("/01/x", REMOTE_ADDR=HARVESTER)) is None
+
+
+@pytest.mark.django_db
+def test_a_malformed_verification_request_is_kept_and_counts_as_a_miss(batch: Batch, rates: dict[str, str]) -> None:
+    query = f"?linkType=verificationService&reqGLN={REQUESTER}"
+    client = APIClient()
+    for _ in range(2):
+        malformed = client.get(verification_path(batch, "BAD%20SERIAL") + query, REMOTE_ADDR=HARVESTER)
+        assert malformed.status_code == 400
+    assert VerificationRequest.objects.count() == 2
+    assert_refused(client.get(verification_path(batch, "BAD%20SERIAL") + query, REMOTE_ADDR=HARVESTER))
+    assert VerificationRequest.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_refused_verification_requests_and_unknown_gtins_count_as_misses(batch: Batch, rates: dict[str, str]) -> None:
+    bad_token = APIClient().get(
+        verification_path(batch, genuine(batch))
+        + f"?linkType=verificationService&exp={gs1.format_expiry(batch.expires_on)}&reqGLN={REQUESTER}",
+        REMOTE_ADDR=HARVESTER,
+        HTTP_AUTHORIZATION="Token not-a-token",
+    )
+    assert bad_token.status_code == 401
+    unregistered = "0409999899999" + gs1.check_digit("0409999899999")
+    unknown = APIClient().get(
+        f"/01/{unregistered}/10/L1/21/S1?linkType=verificationService&exp=301231&reqGLN={REQUESTER}",
+        REMOTE_ADDR=HARVESTER,
+    )
+    assert unknown.status_code == 404
+    assert_refused(verify(batch, genuine(batch)))
+
+
+@pytest.mark.django_db
+def test_an_ipv6_client_is_counted_by_its_64(batch: Batch, rates: dict[str, str]) -> None:
+    for host in ("2001:db8:1:2::1", "2001:db8:1:2::ffff"):
+        assert scan(batch, f"10000{host[-1]}", address=host).status_code == 200
+    assert_refused(scan(batch, genuine(batch), address="2001:db8:1:2:abcd::9"))
+    assert scan(batch, genuine(batch), address="2001:db8:1:3::1").status_code == 200  # another /64
+
+
+@pytest.mark.django_db
+def test_a_partner_s_api_token_is_counted_apart_from_its_address(
+    batch: Batch, rates: dict[str, str], pharmacy: Persona
+) -> None:
+    for harvested in ("100001", "100002"):
+        scan(batch, harvested)
+    assert_refused(scan(batch, genuine(batch)))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {services.api_token_issue(user=pharmacy.user).key}")
+    path = f"/01/{batch.product.gtin}/10/{batch.lot}/21/{genuine(batch)}"
+    assert client.get(path, REMOTE_ADDR=HARVESTER).status_code == 200
+
+
+def test_a_rate_that_is_not_one_stops_the_start_saying_how_to_write_it() -> None:
+    assert parse_rate("300/min") == (300, 60)
+    assert parse_rate("30/hour") == (30, 3600)
+    for wrong in ("", "300", "0/min", "ten/min", "300/fortnight"):
+        with pytest.raises(ImproperlyConfigured, match="write a count per s, min, hour or day"):
+            parse_rate(wrong)

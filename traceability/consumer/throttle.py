@@ -1,84 +1,127 @@
-"""How much one client address may ask of the Digital Link: look-ups, and codes found not to be genuine.
+"""How much one client may ask of the Digital Link: look-ups, and codes found not to be genuine.
 
 Anyone may scan any code, and the answer says whether the pack's serial was
 issued. So a counterfeiter could walk through serial numbers to harvest the
 genuine ones, and print them on fakes; and every verification request is
 kept, so a flood of them could grow a table nobody may delete from. Two
-allowances per client address (``NUM_PROXIES`` says which address that is):
+allowances per client:
 
 - ``lookup`` (``DIGITAL_LINK_THROTTLE_RATE``): every request that reads the
   database, the page, the linkset and verification requests alike;
 - ``miss`` (``DIGITAL_LINK_MISS_THROTTLE_RATE``): answers that the code is no
-  genuine one: a product, variant or lot never registered, a serial never
-  issued or issued for another lot or expiry, a code whose expiry is not the
-  batch's. A shopper or a pharmacist meets one now and then; a harvester
+  genuine one (a product, variant or lot never registered; a serial never
+  issued, or issued for another lot or expiry; a code whose expiry is not
+  the batch's), and verification requests kept as refused (malformed, a bad
+  token). A shopper or a pharmacist meets one now and then; a harvester
   meets them by the hundred.
 
-An address over either gets 429 with ``Retry-After`` until the oldest of its
-counted requests leaves the window, and nothing is read, rendered or kept
-meanwhile. What depends on the link alone (a malformed link, the redirect of
-a short GTIN) is not counted: it reads nothing.
+A client over either gets 429 with ``Retry-After`` (the end of the window)
+and nothing is read, rendered or kept meanwhile. What depends on the link
+alone (a malformed page link, the redirect of a short GTIN) is not counted:
+it reads nothing and keeps nothing.
 
-The counts are DRF's (``SimpleRateThrottle``, a sliding window in the
-cache): shared by every process when ``CACHE_URL`` names a shared cache, as
-the API's throttles are.
+A miss is reserved before the code is looked up and given back when the
+answer is that the code is genuine: requests in flight together cannot get
+more "not genuine" answers than the allowance, whatever the number of
+processes or threads. Counts are per fixed window (one ``incr`` in the
+cache, atomic in Redis and in the in-process cache), so a burst across a
+window's end can reach twice the rate. They are shared by every process when
+``CACHE_URL`` names a shared cache; else each process counts for itself.
+
+The client is the user of a valid API token (a trading partner's system),
+else the client address (``NUM_PROXIES`` says which), an IPv6 address by its /64:
+one host commonly holds a whole /64.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import math
-from typing import Any
+import time
+from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.cache import cache
 from django.http import HttpRequest
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework import exceptions
+from rest_framework.throttling import BaseThrottle
+
+from traceability.api.authentication import TokenAuthentication
+from traceability.rates import parse_rate
 
 
-class _AddressThrottle(SimpleRateThrottle):
-    """A sliding window per client address whose check and count are apart: a miss is known only once the
-    code has been looked up, and the next request is the one refused."""
+@dataclass(frozen=True)
+class _Window:
+    """One allowance's fixed window for a client: its cache key, its limit and when it ends."""
 
-    num_requests: int  # set by SimpleRateThrottle from the rate
-    duration: int
+    key: str
+    limit: int
+    ends: float
 
-    def __init__(self, allowance: str) -> None:
-        self.allowance = allowance
-        super().__init__()
+    @classmethod
+    def now(cls, allowance: str, client: str) -> _Window:
+        limit, seconds = parse_rate(settings.DIGITAL_LINK_THROTTLE_RATES[allowance])
+        start = math.floor(time.time() / seconds) * seconds
+        return cls(f"digital-link:{allowance}:{client}:{start}", limit, start + seconds)
 
-    def get_rate(self) -> str:
-        return str(settings.DIGITAL_LINK_THROTTLE_RATES[self.allowance])
+    def take(self) -> bool:
+        """Counts one; whether it stays within the limit."""
+        cache.add(self.key, 0, timeout=math.ceil(self.ends - time.time()) + 1)
+        try:
+            return cache.incr(self.key) <= self.limit
+        except ValueError:  # evicted between the two: count afresh
+            cache.add(self.key, 1, timeout=math.ceil(self.ends - time.time()) + 1)
+            return True
 
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": f"digital-link-{self.allowance}", "ident": self.get_ident(request)}
+    def give_back(self) -> None:
+        with contextlib.suppress(ValueError):  # gone with its window
+            cache.decr(self.key)
 
-    def wait_needed(self, request: HttpRequest) -> int | None:
-        """Seconds the address must wait before its next request counts, or None when it may go on."""
-        self.key = self.get_cache_key(request, None)
-        self.history = self.cache.get(self.key, [])
-        self.now = self.timer()
-        while self.history and self.history[-1] <= self.now - self.duration:
-            self.history.pop()
-        if len(self.history) < self.num_requests:
-            return None
-        return math.ceil(self.wait() or 1)
-
-    def count(self, request: HttpRequest) -> None:
-        """Counts one request of the address."""
-        if self.wait_needed(request) is None:
-            self.throttle_success()
+    def wait(self) -> int:
+        return max(math.ceil(self.ends - time.time()), 1)
 
 
-def refused(request: HttpRequest) -> int | None:
-    """Seconds the request's address must wait, over either allowance; None: it may look up a code, and
-    this look-up is counted."""
-    lookups, misses = _AddressThrottle("lookup"), _AddressThrottle("miss")
-    waits = [wait for throttle in (lookups, misses) if (wait := throttle.wait_needed(request)) is not None]
-    if waits:
-        return max(waits)
-    lookups.throttle_success()
+def admit(request: HttpRequest) -> int | None:
+    """Counts a look-up and reserves a miss for it; seconds the client must wait when it is over either
+    allowance, else None, and the look-up goes on (``found`` gives the miss back)."""
+    client = _client(request)
+    lookups = _Window.now("lookup", client)
+    if not lookups.take():
+        return lookups.wait()
+    misses = _Window.now("miss", client)
+    if not misses.take():
+        misses.give_back()  # refused, it answers nothing: no miss
+        return misses.wait()
+    request.digital_link_miss = misses  # type: ignore[attr-defined]
     return None
 
 
-def missed(request: HttpRequest) -> None:
-    """Counts an answer that the code the request asked about is no genuine one."""
-    _AddressThrottle("miss").count(request)
+def found(request: HttpRequest) -> None:
+    """The admitted look-up found the code genuine: its reserved miss is given back."""
+    misses: _Window | None = getattr(request, "digital_link_miss", None)
+    if misses is not None:
+        misses.give_back()
+        request.digital_link_miss = None  # type: ignore[attr-defined]
+
+
+def _client(request: HttpRequest) -> str:
+    """Who is counted: the API token's user, else the client address (an IPv6 address by its /64). Not the
+    session's user: reading it would make every answer vary by cookie, and shared caches keep none."""
+    if request.META.get("HTTP_AUTHORIZATION"):
+        try:
+            authenticated = TokenAuthentication().authenticate(request)  # type: ignore[arg-type]  # reads headers
+        except exceptions.AuthenticationFailed:
+            authenticated = None  # refused later, and counted by its address meanwhile
+        if authenticated is not None:
+            return f"user-{authenticated[0].pk}"
+    ident = BaseThrottle().get_ident(request)  # type: ignore[arg-type]  # reads only META, as the API's throttles
+    try:
+        address = ipaddress.ip_address(ident)
+    except ValueError:
+        return f"address-{ident}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"address-{address.ipv4_mapped}"
+        return f"network-{ipaddress.ip_network(f'{address}/64', strict=False)}"
+    return f"address-{address}"

@@ -24,8 +24,9 @@ GTIN is kept as a ``VerificationRequest`` with the answer given, whole: also
 a malformed one (400, problem JSON saying what is wrong), a refused one (401)
 and one for a GTIN this platform does not hold (404). What cannot be stored
 as sent (a NUL, ``%00``) is kept as ``audit.storable`` shows it. Only a
-request from an address over its allowance (``throttle``) is answered 429
-and not kept: a flood must not grow the log.
+request from a client over its allowance (``throttle``) is answered 429 and
+not kept: a flood must not grow the log (each request kept as refused counts
+against the small allowance of misses).
 """
 
 from __future__ import annotations
@@ -89,12 +90,11 @@ def answer(request: HttpRequest, parsed: gs1.ParsedDigitalLink) -> HttpResponse:
     try:
         pack = reads.pack_read(dataclasses.replace(link, expiry=expiry), now=timezone.now())
     except reads.UnknownError:
-        throttle.missed(request)
         detail = f"No product with GTIN {link.gtin} is registered here, so this service cannot verify it."
         return _refuse(request, asked, user, 404, "Unknown GTIN", detail)
     result = pack.judged(today=today)
-    if not result.genuine:
-        throttle.missed(request)
+    if result.genuine:
+        throttle.found(request)  # any other answer, and every refusal kept, counts as a miss
     body = lms.response(
         result, responder_gln=pack.product.manufacturer_gln, corr_uuid=asked.request_id, at=timezone.now()
     )
@@ -105,7 +105,7 @@ def answer(request: HttpRequest, parsed: gs1.ParsedDigitalLink) -> HttpResponse:
 def throttled(wait: int) -> HttpResponse:
     """429 for a requester's address that asked too much (``throttle``): answered, not kept, as what it asked
     is not read."""
-    detail = f"This address sent too many requests, or too many for codes that are not genuine. Retry in {wait} s."
+    detail = f"Too many requests, or too many refused or for codes that are not genuine. Retry in {wait} s."
     response = JsonResponse(
         _problem(429, "Too many requests", detail), status=429, content_type="application/problem+json"
     )

@@ -14,7 +14,7 @@ language (Accept-Language):
   (``gs1:certificationInfo``, ``gs1:recallStatus``).
 - 400 for a malformed link, saying what is wrong (GS1-Conformant resolvers
   report syntax errors with 400).
-- 429 with ``Retry-After`` for an address that looked up too many codes, or
+- 429 with ``Retry-After`` for a client that looked up too many codes, or
   too many that are not genuine (``throttle``: serial harvesting).
 - 404 for a product, variant or lot never registered, and for a link type
   this item does not offer. A GS1 resolver may instead fall back to the
@@ -68,7 +68,7 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
         parsed = gs1.parse_digital_link(_as_sent(request), today=timezone.localdate())
     except gs1.GS1Error as error:
         if linkset.link_type(request.GET.get("linkType")) == verification.LINK_TYPE:
-            if (wait := throttle.refused(request)) is not None:  # a malformed request is kept too
+            if (wait := throttle.admit(request)) is not None:  # kept, as refused: it counts as a miss
                 return verification.throttled(wait)
             return verification.malformed(request, _as_sent(request), str(error))
         response = _error(
@@ -87,7 +87,7 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
     if parsed.gtin_as_given != link.gtin:
         return _public(_canonical(request, link), max_age=LINK_SECONDS)
     requested = linkset.link_type(parsed.extra_query.get("linkType"))
-    if (wait := throttle.refused(request)) is not None:
+    if (wait := throttle.admit(request)) is not None:
         if requested == verification.LINK_TYPE:
             return verification.throttled(wait)
         return _too_many(wait, wants_json=wants_json or requested in linkset.LINKSET)
@@ -100,11 +100,10 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
         if link.lot is not None and pack.batch is None:
             raise reads.UnknownError("batch", product=pack.product)
     except reads.UnknownError as unknown:
-        throttle.missed(request)
-        return _unknown(link, unknown, wants_json=wants_json or requested in linkset.LINKSET)
+        return _unknown(link, unknown, wants_json=wants_json or requested in linkset.LINKSET)  # a miss
     result = pack.judged(today=timezone.localdate())
-    if not result.genuine:
-        throttle.missed(request)
+    if result.genuine:
+        throttle.found(request)
     if (requested is None and not wants_json) or requested in linkset.PAGE:
         return _fresh(request, _page(pack, result))
     links = _links(pack, result)
@@ -336,6 +335,7 @@ def _too_many(wait: int, *, wants_json: bool) -> HttpResponse:
     )
     response = _error(429, _("Too many look-ups"), text, wants_json=wants_json)
     response["Retry-After"] = str(wait)
+    response["Access-Control-Allow-Origin"] = "*"  # a resolver in a browser may read when to retry
     patch_cache_control(response, no_store=True)
     return response
 

@@ -1,0 +1,19 @@
+"""Rates as settings write them (``300/min``), read once when the settings load: a bad one stops the start
+with a message saying how to write it, rather than failing each request that counts against it."""
+
+from __future__ import annotations
+
+import re
+
+from django.core.exceptions import ImproperlyConfigured
+
+RATE = re.compile(r"([1-9][0-9]*)/(s|sec|second|m|min|minute|h|hour|d|day)")
+SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_rate(rate: str) -> tuple[int, int]:
+    """``"300/min"`` -> (300, 60): a count and the seconds it is allowed in."""
+    match = RATE.fullmatch(rate.strip())
+    if match is None:
+        raise ImproperlyConfigured(f"{rate!r} is not a rate: write a count per s, min, hour or day, as 300/min")
+    return int(match.group(1)), SECONDS[match.group(2)[0]]
