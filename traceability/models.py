@@ -729,6 +729,7 @@ class AuditKind(models.TextChoices):
     LEDGER_EXPORTED = "ledger.exported", _("Ledger exported")
     EPCIS_QUERIED = "epcis.queried", _("EPCIS events queried")
     TOKEN_REVOKED = "token.revoked", _("API token revoked")
+    CODES_NOT_GENUINE = "digital_link.misses", _("Too many codes not genuine looked up")
 
 
 class AuditEvent(models.Model):

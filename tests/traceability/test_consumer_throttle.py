@@ -24,7 +24,7 @@ from tests.conftest import Persona
 from tests.scenarios import register_batch
 from traceability import gs1, services
 from traceability.consumer import throttle
-from traceability.models import Batch, Product, VerificationRequest
+from traceability.models import AuditEvent, Batch, Product, VerificationRequest
 from traceability.rates import parse_rate
 
 HARVESTER, SHOPPER = "203.0.113.7", "198.51.100.20"
@@ -239,3 +239,15 @@ def test_a_rate_that_is_not_one_stops_the_start_saying_how_to_write_it() -> None
     for wrong in ("", "300", "0/min", "ten/min", "300/fortnight"):
         with pytest.raises(ImproperlyConfigured, match="write a count per s, min, hour or day"):
             parse_rate(wrong)
+
+
+@pytest.mark.django_db
+def test_a_client_past_its_misses_is_in_the_audit_log_once_a_window(batch: Batch, rates: dict[str, str]) -> None:
+    for harvested in ("100001", "100002"):
+        scan(batch, harvested)
+    assert not AuditEvent.objects.filter(kind=AuditEvent.Kind.CODES_NOT_GENUINE).exists()
+    for guess in ("100003", "100004", "100005"):
+        assert_refused(scan(batch, guess))
+    event = AuditEvent.objects.get(kind=AuditEvent.Kind.CODES_NOT_GENUINE)
+    assert event.remote_addr == HARVESTER
+    assert event.detail == {"path": f"/01/{batch.product.gtin}/10/{batch.lot}/21/100003", "allowed": 2}

@@ -16,7 +16,9 @@ allowances per client:
   meets them by the hundred.
 
 A client over either gets 429 with ``Retry-After`` (the end of the window)
-and nothing is read, rendered or kept meanwhile. What depends on the link
+and nothing is read, rendered or kept meanwhile; the first refusal of a
+client's window of misses is in the audit log (``digital_link.misses``),
+with the path it asked for. What depends on the link
 alone (a malformed page link, the redirect of a short GTIN) is not counted:
 it reads nothing and keeps nothing.
 
@@ -47,7 +49,9 @@ from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
+from traceability import audit
 from traceability.api.authentication import TokenAuthentication
+from traceability.models import AuditEvent
 from traceability.rates import parse_rate
 
 
@@ -92,6 +96,10 @@ def admit(request: HttpRequest) -> int | None:
     misses = _Window.now("miss", client)
     if not misses.take():
         misses.give_back()  # refused, it answers nothing: no miss
+        if cache.add(f"{misses.key}:audited", True, timeout=misses.wait() + 1):
+            audit.record(  # once a window: what a harvester looks like, for the auditors
+                AuditEvent.Kind.CODES_NOT_GENUINE, request=request, path=request.path, allowed=misses.limit
+            )
         return misses.wait()
     request.digital_link_miss = misses  # type: ignore[attr-defined]
     return None
