@@ -7,7 +7,7 @@ import re
 
 from django.core.exceptions import ImproperlyConfigured
 
-RATE = re.compile(r"([1-9][0-9]*)/(s|sec|second|m|min|minute|h|hour|d|day)")
+RATE = re.compile(r"([1-9][0-9]*)/(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import time_machine
 from django.core.exceptions import ImproperlyConfigured
+from django.db import OperationalError
 from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -23,7 +24,7 @@ from ledger import services as ledger
 from tests.conftest import Persona
 from tests.scenarios import register_batch
 from traceability import gs1, services
-from traceability.consumer import throttle
+from traceability.consumer import reads, throttle
 from traceability.models import AuditEvent, Batch, Product, VerificationRequest
 from traceability.rates import parse_rate
 
@@ -236,6 +237,7 @@ def test_a_partner_s_api_token_is_counted_apart_from_its_address(
 def test_a_rate_that_is_not_one_stops_the_start_saying_how_to_write_it() -> None:
     assert parse_rate("300/min") == (300, 60)
     assert parse_rate("30/hour") == (30, 3600)
+    assert parse_rate("30/hours") == (30, 3600)
     for wrong in ("", "300", "0/min", "ten/min", "300/fortnight"):
         with pytest.raises(ImproperlyConfigured, match="write a count per s, min, hour or day"):
             parse_rate(wrong)
@@ -251,3 +253,28 @@ def test_a_client_past_its_misses_is_in_the_audit_log_once_a_window(batch: Batch
     event = AuditEvent.objects.get(kind=AuditEvent.Kind.CODES_NOT_GENUINE)
     assert event.remote_addr == HARVESTER
     assert event.detail == {"path": f"/01/{batch.product.gtin}/10/{batch.lot}/21/100003", "allowed": 2}
+
+
+@pytest.mark.django_db
+def test_a_client_over_both_allowances_is_told_the_later_end(batch: Batch, settings: Any) -> None:
+    settings.DIGITAL_LINK_THROTTLE_RATES = {"lookup": "3/min", "miss": "2/hour"}
+    with time_machine.travel(datetime.datetime(2026, 11, 29, 12, 0, 10, tzinfo=datetime.UTC), tick=False):
+        for harvested in ("100001", "100002"):
+            scan(batch, harvested)
+        assert int(scan(batch, genuine(batch))["Retry-After"]) == 3590  # the misses' hour
+        assert int(scan(batch, genuine(batch))["Retry-After"]) == 3590  # over both: still the later
+
+
+@pytest.mark.django_db
+def test_a_look_up_that_fails_uses_no_miss(batch: Batch, rates: dict[str, str], monkeypatch: Any) -> None:
+    def database_down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(reads, "pack_read", database_down)
+    client = APIClient(raise_request_exception=False)
+    for _ in range(3):
+        assert (
+            client.get(f"/01/{batch.product.gtin}/10/{batch.lot}/21/100001", REMOTE_ADDR=HARVESTER).status_code == 500
+        )
+    monkeypatch.undo()
+    assert scan(batch, genuine(batch)).status_code == 200

@@ -79,8 +79,14 @@ class _Window:
             return True
 
     def give_back(self) -> None:
-        with contextlib.suppress(ValueError):  # gone with its window
+        if time.time() >= self.ends:
+            return  # gone with its window (Redis would make a new key without an expiry)
+        with contextlib.suppress(ValueError):  # evicted
             cache.decr(self.key)
+
+    def spent(self) -> bool:
+        """Whether the allowance is used up, without counting."""
+        return int(cache.get(self.key, 0)) >= self.limit
 
     def wait(self) -> int:
         return max(math.ceil(self.ends - time.time()), 1)
@@ -90,10 +96,9 @@ def admit(request: HttpRequest) -> int | None:
     """Counts a look-up and reserves a miss for it; seconds the client must wait when it is over either
     allowance, else None, and the look-up goes on (``found`` gives the miss back)."""
     client = _client(request)
-    lookups = _Window.now("lookup", client)
+    lookups, misses = _Window.now("lookup", client), _Window.now("miss", client)
     if not lookups.take():
-        return lookups.wait()
-    misses = _Window.now("miss", client)
+        return max(lookups.wait(), misses.wait() if misses.spent() else 0)  # the later of the two
     if not misses.take():
         misses.give_back()  # refused, it answers nothing: no miss
         if cache.add(f"{misses.key}:audited", True, timeout=misses.wait() + 1):

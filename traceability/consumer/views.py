@@ -91,6 +91,18 @@ def digital_link(request: HttpRequest, **route: str) -> HttpResponse:
         if requested == verification.LINK_TYPE:
             return verification.throttled(wait)
         return _too_many(wait, wants_json=wants_json or requested in linkset.LINKSET)
+    try:
+        return _looked_up(request, parsed, requested, wants_json=wants_json)
+    except Exception:
+        throttle.found(request)  # a failure (the database down) says nothing of the code: no miss
+        raise
+
+
+def _looked_up(
+    request: HttpRequest, parsed: gs1.ParsedDigitalLink, requested: str | None, *, wants_json: bool
+) -> HttpResponse:
+    """The answer of an admitted look-up: a verification, or the page, the linkset or another link."""
+    link = parsed.link
     if requested == verification.LINK_TYPE:
         return verification.answer(request, parsed)
     # To the minute, as a leg in transit shows how long it has lasted: a page stays the same for a minute.
