@@ -373,6 +373,7 @@ class Command(BaseCommand):
                 ),
                 Row(f"alert latency p50 ({len(result.latencies_ms)} probes, {paced})", p50, "ms", "goal p99 <", 2000),
                 Row(f"alert latency p99 ({paced})", p99, "ms", "goal p99 <", 2000),
+                Row("readings committed to the ledger (Merkle roots)", result.commit_rate, "readings/s"),
                 Row("peak memory, ingest process (largest)", result.peak_mib.get("ingest", 0.0), "MiB"),
                 Row("peak memory, worker process (largest)", result.peak_mib.get("worker", 0.0), "MiB"),
             ],
