@@ -111,7 +111,8 @@ def admit(request: HttpRequest) -> int | None:
 
 
 def found(request: HttpRequest) -> None:
-    """The admitted look-up found the code genuine: its reserved miss is given back."""
+    """The admitted look-up found the code genuine, or failed (which says nothing of it): its reserved miss
+    is given back."""
     misses: _Window | None = getattr(request, "digital_link_miss", None)
     if misses is not None:
         misses.give_back()
