@@ -263,7 +263,7 @@ REST_FRAMEWORK = {
     # header is ignored (a caller could otherwise choose a fresh address for every request).
     "NUM_PROXIES": env.int("NUM_PROXIES", default=1 if BEHIND_TLS_PROXY else 0),
 }
-# The Digital Link (consumer page, linkset, DSCSA verification), per client address (consumer/throttle.py):
+# The Digital Link (consumer page, linkset, DSCSA verification), per client (consumer/throttle.py):
 # every look-up, and apart the answers that a code is no genuine one, which a serial harvester collects.
 DIGITAL_LINK_THROTTLE_RATES = {
     "lookup": env.str("DIGITAL_LINK_THROTTLE_RATE", default="300/min"),

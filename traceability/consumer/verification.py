@@ -103,8 +103,8 @@ def answer(request: HttpRequest, parsed: gs1.ParsedDigitalLink) -> HttpResponse:
 
 
 def throttled(wait: int) -> HttpResponse:
-    """429 for a requester's address that asked too much (``throttle``): answered, not kept, as what it asked
-    is not read."""
+    """429 for a requester (its API token's user, or its address) that asked too much (``throttle``): answered,
+    not kept, as what it asked is not read."""
     detail = f"Too many requests, or too many refused or for codes that are not genuine. Retry in {wait} s."
     response = JsonResponse(
         _problem(429, "Too many requests", detail), status=429, content_type="application/problem+json"

@@ -340,7 +340,7 @@ def _unknown(link: gs1.DigitalLink, unknown: reads.UnknownError, *, wants_json: 
 
 
 def _too_many(wait: int, *, wants_json: bool) -> HttpResponse:
-    """429: the address asked too much (``throttle``); never kept by a cache, which would answer others."""
+    """429: the client asked too much (``throttle``); never kept by a cache, which would answer others."""
     text = _(
         "Many codes were looked up from your network in a short time, so ColdTrace answers no more for a "
         "while. Scan the pack again later; until then, keep it and do not use it."
