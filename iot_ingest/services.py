@@ -759,7 +759,7 @@ def readings_commit(shipment: Shipment) -> ReadingCommit | None:
         fresh = _leaf_rows(Reading.objects.filter(shipment=shipment, commit__isnull=True))
         if not fresh:
             return None
-        root = merkle.root(len(fresh), dict(_tree_nodes(_leaf_hashes(fresh))))
+        root = merkle.root_of(_leaf_hashes(fresh))
         commit = ReadingCommit.objects.create(shipment=shipment, count=len(fresh), root=root)
         _commit_set(commit, [row[0] for row in fresh])
         times = [row[-1] for row in fresh]

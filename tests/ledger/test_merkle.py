@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import merkle
 from ledger.merkle import (
     EMPTY_ROOT,
     MemoryTree,
@@ -217,6 +218,12 @@ def test_reference_agrees_with_the_spec_vectors() -> None:
 @given(size=st.integers(min_value=0, max_value=MAX_SIZE))
 def test_root_equals_the_reference(size: int) -> None:
     assert tree_of(entries(size)).root() == ref_mth(entries(size))
+
+
+@PROPERTY
+@given(size=st.integers(min_value=0, max_value=MAX_SIZE))
+def test_the_root_of_leaf_hashes_in_one_pass_equals_the_reference(size: int) -> None:
+    assert merkle.root_of([leaf_hash(entry) for entry in entries(size)]) == ref_mth(entries(size))
 
 
 @PROPERTY
