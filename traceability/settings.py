@@ -269,7 +269,7 @@ DIGITAL_LINK_THROTTLE_RATES = {
     "lookup": env.str("DIGITAL_LINK_THROTTLE_RATE", default="300/min"),
     "miss": env.str("DIGITAL_LINK_MISS_THROTTLE_RATE", default="30/hour"),
 }
-for _rate in DIGITAL_LINK_THROTTLE_RATES.values():
+for _rate in [*REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].values(), *DIGITAL_LINK_THROTTLE_RATES.values()]:  # type: ignore[attr-defined]
     parse_rate(_rate)  # a bad one stops the start, saying how to write it
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")  # type: ignore[attr-defined]

@@ -122,6 +122,13 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     assert "Set SECRET_KEY" in result.stderr
 
 
+@pytest.mark.parametrize("variable", ["API_ANON_THROTTLE_RATE", "DIGITAL_LINK_MISS_THROTTLE_RATE"])
+def test_a_rate_that_is_not_one_stops_the_start(variable: str) -> None:
+    result = manage("check", **production_env(**{variable: "30 an hour"}))
+    assert result.returncode != 0
+    assert "'30 an hour' is not a rate: write a count per s, min, hour or day" in result.stderr
+
+
 def test_the_secret_key_can_come_from_a_mounted_file(tmp_path: Path) -> None:
     key_file = tmp_path / "secret"
     key_file.write_text(secrets.token_urlsafe(60) + "\n")

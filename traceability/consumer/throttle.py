@@ -50,7 +50,7 @@ from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
 from traceability import audit
-from traceability.api.authentication import TokenAuthentication
+from traceability.api.authentication import token_user
 from traceability.models import AuditEvent
 from traceability.rates import parse_rate
 
@@ -122,13 +122,12 @@ def found(request: HttpRequest) -> None:
 def _client(request: HttpRequest) -> str:
     """Who is counted: the API token's user, else the client address (an IPv6 address by its /64). Not the
     session's user: reading it would make every answer vary by cookie, and shared caches keep none."""
-    if request.META.get("HTTP_AUTHORIZATION"):
-        try:
-            authenticated = TokenAuthentication().authenticate(request)  # type: ignore[arg-type]  # reads headers
-        except exceptions.AuthenticationFailed:
-            authenticated = None  # refused later, and counted by its address meanwhile
-        if authenticated is not None:
-            return f"user-{authenticated[0].pk}"
+    try:
+        user = token_user(request)
+    except exceptions.AuthenticationFailed:
+        user = None  # refused later, and counted by its address meanwhile
+    if user is not None:
+        return f"user-{user.pk}"
     ident = BaseThrottle().get_ident(request)  # type: ignore[arg-type]  # reads only META, as the API's throttles
     try:
         address = ipaddress.ip_address(ident)

@@ -44,7 +44,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from traceability import gs1
-from traceability.api.authentication import TokenAuthentication
+from traceability.api.authentication import token_user
 from traceability.audit import client_address, storable
 from traceability.consumer import lms, reads, throttle
 from traceability.models import VerificationRequest
@@ -180,9 +180,8 @@ def _is_uuid(value: str) -> bool:
 
 def _user(request: HttpRequest) -> User | None:
     """The signed-in user, by API token or session; None for an anonymous request. A bad token raises."""
-    authenticated = TokenAuthentication().authenticate(request)  # type: ignore[arg-type]  # reads only the headers
-    if authenticated is not None:
-        user: User = authenticated[0]
+    user: User | None = token_user(request)
+    if user is not None:
         return user
     session_user = getattr(request, "user", None)
     return session_user if session_user is not None and session_user.is_authenticated else None
