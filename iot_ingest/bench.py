@@ -102,9 +102,12 @@ class Result:
     latencies_ms: list[float]  # publish of a contract-breaking reading -> its alert committed, at paced_rate
     latency_stages_ms: dict[str, list[float]] = field(default_factory=dict)  # STAGES -> each probe's share
     paced_rate: float = 0.0  # messages/s
-    kept_rate: float = 0.0  # readings/s stored while the paced load was published: below its pace, a queue grew
+    offered_rate: float = 0.0  # readings/s published by the paced load: below its pace, the inbox held it back
+    kept_rate: float = 0.0  # readings/s stored while the paced load was published: below that, a queue grew
     peak_mib: dict[str, float] = field(default_factory=dict)  # role -> largest VmHWM
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time during the load
+    paced_seconds: float = 0.0  # from the paced load's first publish until every reading is stored and evaluated
+    paced_cpu_seconds: dict[str, float] = field(default_factory=dict)  # role -> CPU time meanwhile
     copy_rate: float = 0.0
     commit_rate: float = 0.0  # readings/s put under a Merkle root in the ledger, after the load
     paho_rate: float = 0.0
@@ -174,7 +177,8 @@ def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> 
         result.paced_rate = paced_rate(result.readings_rate) / PER_MESSAGE
         steady = _drive(stack, messages[count:], probes, rate=result.paced_rate)
         result.latencies_ms, result.latency_stages_ms = steady.latencies_ms, steady.latency_stages_ms
-        result.kept_rate = steady.kept_rate
+        result.offered_rate, result.kept_rate = steady.offered_rate, steady.kept_rate
+        result.paced_seconds, result.paced_cpu_seconds = steady.seconds, steady.cpu_seconds
         result.notes += steady.notes
         result.peak_mib = stack.peak_mib()
     result.notes += _shortfalls(len(messages) * PER_MESSAGE, probe_pairs)
@@ -509,7 +513,8 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
     start = probes.start = time.time()
     threads = _publishing(load, gate, errors, PUBLISHERS)
     arrived, arriving = 0, start  # the inbox's count at the last look, and when it last grew
-    kept: float | None = None  # readings/s stored from the first publish to the last
+    offered: float | None = None  # readings/s published, from the first publish to the last
+    kept: float | None = None  # readings/s stored over the same time
     try:
         for step in itertools.count():
             if errors:
@@ -524,7 +529,8 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
             probes.look()
             published = not any(thread.is_alive() for thread in threads)
             if published and kept is None:
-                kept = watch.processed() * PER_MESSAGE / (time.time() - start)
+                took = time.time() - start
+                offered, kept = len(load) * PER_MESSAGE / took, watch.processed() * PER_MESSAGE / took
             if published and arrived < len(load) + len(probes.published) and time.time() - arriving > STALL:
                 raise RuntimeError(
                     f"messages were lost before the inbox: {watch.state(len(load) + len(probes.published))}; "
@@ -553,6 +559,7 @@ def _drive(stack: Stack, load: list[Message], probe_messages: list[tuple[int, Me
         latencies_ms=probes.latencies_ms(),
         latency_stages_ms=probes.stages(),
         cpu_seconds=cpu.used(),
+        offered_rate=offered or 0.0,
         kept_rate=kept or 0.0,
     )
     result.notes += _missed(probes)
