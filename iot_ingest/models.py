@@ -6,8 +6,11 @@ processing turns an inbox row into readings (accepted), or records why not.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Max, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -138,18 +141,40 @@ class InboxMessage(models.Model):
 
 
 class ReadingCommit(models.Model):
-    """A batch of a shipment's readings whose Merkle root went into a ``readings.committed`` ledger entry."""
+    """A batch of a shipment's readings whose Merkle root went into a ``readings.committed`` ledger entry.
+
+    Its readings are the shipment's with an id above ``after_id`` and up to
+    ``through_id``, in id order: no reading is written again to say which
+    commit it belongs to. Commits made before these bounds existed have none,
+    and each of their readings names it (``Reading.commit``).
+    """
 
     shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="reading_commits")
     count = models.PositiveIntegerField()
     root = models.BinaryField(max_length=32)
     committed_at = models.DateTimeField(default=timezone.now)
+    after_id = models.BigIntegerField(null=True, blank=True, help_text=_("the shipment's readings above this id"))
+    through_id = models.BigIntegerField(null=True, blank=True, help_text=_("... up to this one"))
 
     class Meta:
         ordering = ["committed_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(after_id__isnull=True, through_id__isnull=True) | Q(after_id__lt=F("through_id")),
+                name="reading_commit_range",
+            ),
+        ]
+        indexes = [models.Index(fields=["shipment", "through_id"], name="reading_commit_through")]
 
     def __str__(self) -> str:
         return f"{self.count} readings of shipment {self.shipment_id}"
+
+    @staticmethod
+    def covered_through(shipment: Any) -> Coalesce:
+        """The greatest reading id the shipment's commits cover (0: none has a range), as an expression:
+        ``shipment`` is its pk, or an ``OuterRef`` to it in a query of shipments."""
+        ranges = ReadingCommit.objects.filter(shipment=shipment).order_by().values("shipment")
+        return Coalesce(Subquery(ranges.annotate(through=Max("through_id")).values("through")), 0)
 
 
 class Reading(models.Model):
@@ -162,8 +187,9 @@ class Reading(models.Model):
     # constraint costs a lookup per key per reading at commit, a third of PostgreSQL's time under load.
     # Django still protects them (PROTECT); nothing deletes devices, shipments or inbox messages. Nor do
     # shipment and message have an index of their own: those below start with them. Every index costs
-    # each insert about a microsecond: device has none (readings are found by shipment), and commit's
-    # leaves out the readings not yet committed, which is every new one.
+    # each insert about a microsecond: device has none (readings are found by shipment). ``commit`` is
+    # set only on readings committed before commits had id bounds (ReadingCommit); its index holds them
+    # alone, and reading_shipment_id every other reading, in the order commits take them.
     id = models.BigAutoField(primary_key=True)
     device = models.ForeignKey(
         Device, on_delete=models.PROTECT, related_name="readings", db_constraint=False, db_index=False
@@ -194,9 +220,15 @@ class Reading(models.Model):
         constraints = [models.UniqueConstraint(fields=["message", "index"], name="reading_once_per_record")]
         indexes = [
             models.Index(fields=["shipment", "kind", "measured_at"], name="reading_shipment_time"),
-            models.Index(fields=["shipment"], condition=Q(commit__isnull=True), name="reading_uncommitted"),
+            models.Index(fields=["shipment", "id"], condition=Q(commit__isnull=True), name="reading_shipment_id"),
             models.Index(fields=["commit"], condition=Q(commit__isnull=False), name="reading_committed"),
         ]
 
     def __str__(self) -> str:
         return f"{self.device_id} {self.kind} {self.value} at {self.measured_at:%Y-%m-%d %H:%M:%S}"
+
+    @staticmethod
+    def uncommitted(shipment: Any, after: Any) -> models.QuerySet[Reading]:
+        """The shipment's readings that no commit covers: above ``after`` (``ReadingCommit.covered_through``),
+        and not among those committed one by one before commits had ranges (the reading_shipment_id index)."""
+        return Reading.objects.filter(shipment=shipment, commit__isnull=True, id__gt=after)

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import OperationalError, connection, models, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from iot_ingest import evaluation, pgcopy, protocol, triage
@@ -420,6 +420,7 @@ def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) 
             _settle(row, verified, accepted, batch)
             counts[row.outcome] += 1
         _outcomes_save(rows)
+        _storing(reading[1] for reading in batch.readings)
         _readings_insert(batch.readings)
         _last_seen_save(batch.seen)
         urgent = evaluation.urgent_shipments(batch.touched)
@@ -753,15 +754,24 @@ def _leaf_rows(readings: models.QuerySet[Reading]) -> list[_LeafRow]:
 
 
 def readings_commit(shipment: Shipment) -> ReadingCommit | None:
-    """Puts the Merkle root of the shipment's readings received since the last commit in the ledger."""
+    """Puts the Merkle root of the shipment's readings received since the last commit in the ledger.
+
+    The commit covers the shipment's readings above the last commit's range
+    up to the greatest id there is, once every worker storing readings of the
+    shipment has finished (``STORING_LOCK``): none can then still be on its
+    way with an id below it. No reading is written again.
+    """
     with transaction.atomic():
         shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
-        fresh = _leaf_rows(Reading.objects.filter(shipment=shipment, commit__isnull=True))
+        _storing_finished(shipment.pk)
+        after = _committed_through(shipment.pk)
+        fresh = _leaf_rows(Reading.uncommitted(shipment.pk, after))
         if not fresh:
             return None
         root = merkle.root_of(_leaf_hashes(fresh))
-        commit = ReadingCommit.objects.create(shipment=shipment, count=len(fresh), root=root)
-        _commit_set(commit, [row[0] for row in fresh])
+        commit = ReadingCommit.objects.create(
+            shipment=shipment, count=len(fresh), root=root, after_id=after, through_id=fresh[-1][0]
+        )
         times = [row[-1] for row in fresh]
         traceability.readings_committed(
             shipment=shipment,
@@ -774,18 +784,64 @@ def readings_commit(shipment: Shipment) -> ReadingCommit | None:
     return commit
 
 
-def _commit_set(commit: ReadingCommit, ids: list[int]) -> None:
-    """Marks exactly these readings as the commit's: not "every uncommitted reading of the shipment", which
-    would take in readings that workers stored after these were read, and that the root leaves out."""
-    if connection.vendor != "postgresql":
-        Reading.objects.filter(pk__in=ids).update(commit=commit)
+# Workers storing readings hold, until their transaction ends, a shared advisory lock on each of the readings'
+# shipments' buckets; a commit of a shipment's readings takes its bucket's lock alone, and so waits for them.
+# Buckets, not shipments, bound the locks a transaction holds: PostgreSQL's lock table is shared and fixed.
+STORING_LOCK = 0x72656164  # "read": the class of these two-key advisory locks (the ledger's has one key)
+STORING_BUCKETS = 4096
+
+
+def _storing(shipment_ids: Iterable[int | None]) -> None:
+    """Holds off the commits of these shipments' readings until this transaction ends (PostgreSQL; SQLite has
+    one writer at a time, and a commit sees no reading that a transaction in flight stored)."""
+    buckets = sorted({pk % STORING_BUCKETS for pk in shipment_ids if pk is not None})
+    if connection.vendor != "postgresql" or not buckets:
         return
-    table = connection.ops.quote_name(Reading._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET commit_id = %s WHERE id = ANY(%s::bigint[])",  # noqa: S608  (our table)
-            [commit.pk, _array(ids)],
+            "SELECT count(pg_advisory_xact_lock_shared(%s, b)) FROM unnest(%s::int[]) AS b",
+            [STORING_LOCK, _array(buckets)],
         )
+
+
+def _storing_finished(shipment_id: int) -> None:
+    """Waits until no transaction in flight is storing readings of the shipment, and keeps any from starting
+    until this one ends (``_storing``)."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [STORING_LOCK, shipment_id % STORING_BUCKETS])
+
+
+def _committed_through(shipment_id: int) -> int:
+    """The greatest reading id the shipment's commits cover (0: none has a range yet)."""
+    through = ReadingCommit.objects.filter(shipment_id=shipment_id).aggregate(through=models.Max("through_id"))
+    return through["through"] or 0
+
+
+def shipments_uncommitted() -> models.QuerySet[Shipment]:
+    """The shipments with readings that no commit covers yet: two index probes each."""
+    shipments = Shipment.objects.annotate(after=ReadingCommit.covered_through(OuterRef("pk")))
+    return shipments.filter(Exists(Reading.uncommitted(OuterRef("pk"), OuterRef("after")))).order_by("pk")
+
+
+def _members(commit: ReadingCommit) -> models.QuerySet[Reading]:
+    """The readings under the commit's root."""
+    if commit.through_id is None:
+        return Reading.objects.filter(commit=commit)
+    assert commit.after_id is not None
+    return Reading.uncommitted(commit.shipment_id, commit.after_id).filter(id__lte=commit.through_id)
+
+
+def _commit_of(reading: Reading) -> ReadingCommit | None:
+    """The commit whose root covers the reading, if one does yet."""
+    if reading.commit_id is not None:
+        return reading.commit
+    if reading.shipment_id is None:
+        return None
+    ranges = ReadingCommit.objects.filter(shipment_id=reading.shipment_id, through_id__gte=reading.pk)
+    commit = ranges.order_by("through_id").first()
+    return commit if commit is not None and commit.after_id is not None and commit.after_id < reading.pk else None
 
 
 def _tree_nodes(leaves: list[bytes]) -> Iterable[tuple[merkle.NodeKey, bytes]]:
@@ -803,14 +859,15 @@ class ReadingProof:
 
 def reading_proof(reading: Reading) -> ReadingProof | None:
     """The reading's inclusion proof against its commit's root (None until it is committed)."""
-    if reading.commit is None:
+    commit = _commit_of(reading)
+    if commit is None:
         return None
-    members = _leaf_rows(Reading.objects.filter(commit_id=reading.commit_id))
+    members = _leaf_rows(_members(commit))
     index = next(i for i, member in enumerate(members) if member[0] == reading.pk)
     nodes = dict(_tree_nodes(_leaf_hashes(members)))
     return ReadingProof(
         reading=reading,
-        commit=reading.commit,
+        commit=commit,
         leaf=reading_leaf(reading, reading.device.device_id, reading.message.seq or 0),
         index=index,
         path=merkle.inclusion_proof(index, len(members), nodes),

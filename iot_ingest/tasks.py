@@ -9,7 +9,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
 from iot_ingest import evaluation, partitions, services
-from traceability.models import Shipment
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def commit_readings() -> int:
     and tried again next time, and holds back no other shipment's.
     """
     made = 0
-    for shipment in Shipment.objects.filter(readings__commit__isnull=True).distinct():
+    for shipment in services.shipments_uncommitted():
         try:
             made += services.readings_commit(shipment) is not None
         except SoftTimeLimitExceeded:

@@ -17,11 +17,12 @@ from typing import Any
 
 from django.apps import apps
 from django.db import connection
-from django.db.models import Count, Max, Min, Model, Sum
+from django.db.models import Count, Max, Min, Model, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from ledger.models import Checkpoint, Entry, PendingEvent
 from traceability.celery import app as celery_app
-from traceability.models import Alert
+from traceability.models import Alert, Shipment
 
 PENDING, REJECTED, DEAD = "pending", "rejected", "dead"  # iot_ingest.models.Outcome
 UNRESOLVED = (Alert.Status.OPEN, Alert.Status.ACKNOWLEDGED)
@@ -65,8 +66,9 @@ def inbox_state() -> Inbox:
     """The inbox, read through its ``(outcome, received_at)`` index.
 
     Readings stored = readings already in a ``ReadingCommit`` (the sum of their
-    counts) + readings not yet committed (the ``reading_uncommitted`` partial
-    index): exact, without counting the largest table row by row.
+    counts) + readings no commit covers yet (each shipment's above its commits'
+    range, and those on no shipment): exact, without counting the largest table
+    row by row.
     """
     message, reading, commit = _model("InboxMessage"), _model("Reading"), _model("ReadingCommit")
     manager = message._default_manager
@@ -75,7 +77,7 @@ def inbox_state() -> Inbox:
     oldest = manager.filter(outcome=PENDING).aggregate(at=Min("received_at"))["at"]
     urgent = manager.filter(outcome=PENDING, urgent=True).count()  # the inbox_urgent partial index
     committed = commit._default_manager.aggregate(n=Sum("count"))["n"] or 0
-    uncommitted = reading._default_manager.filter(commit__isnull=True).count()
+    uncommitted = _uncommitted_readings(reading, commit)
     return Inbox(
         messages={outcome: by_outcome.get(outcome, 0) for outcome in _choices(message, "outcome")},
         rejections={reason: by_reason.get(reason, 0) for reason in _choices(message, "reason")},
@@ -83,6 +85,17 @@ def inbox_state() -> Inbox:
         readings=committed + uncommitted,
         urgent_pending=urgent,
     )
+
+
+def _uncommitted_readings(reading: Any, commit: Any) -> int:
+    """Readings no commit covers yet: two index probes a shipment, then the few readings of each above its
+    commits' range; and the readings on no shipment (never committed)."""
+    above = reading.uncommitted(OuterRef("pk"), OuterRef("after")).order_by().values("shipment")
+    shipments = Shipment.objects.annotate(after=commit.covered_through(OuterRef("pk")))
+    counted = shipments.annotate(fresh=Coalesce(Subquery(above.annotate(n=Count("pk")).values("n")), 0))
+    on_shipments: int = counted.aggregate(total=Sum("fresh"))["total"] or 0
+    on_none: int = reading._default_manager.filter(shipment__isnull=True, commit__isnull=True).count()
+    return on_shipments + on_none
 
 
 def unresolved_alerts() -> dict[tuple[str, str], int]:

@@ -6,6 +6,7 @@ import datetime
 import io
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from iot_ingest import api, evaluation, protocol, services, tasks
-from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading
+from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading, ReadingCommit
 from ledger import merkle
 from ledger import services as ledger
 from ledger.models import Entry
@@ -597,6 +598,136 @@ def test_readings_are_committed_to_the_ledger_and_each_can_be_proven(
     assert response.json()["root"] == bytes(commit.root).hex()
 
 
+def _proven(reading: Reading) -> bool:
+    proof = services.reading_proof(reading)
+    if proof is None:
+        return False
+    leaf = merkle.leaf_hash(proof.leaf)
+    return merkle.verify_inclusion(proof.index, proof.commit.count, leaf, proof.path, bytes(proof.commit.root))
+
+
+def _stored_by_hand(shipment: Any, logger: Device, count: int, *, at: datetime.datetime) -> list[Reading]:
+    [row] = services.inbox_receive([services.RawMessage(b"by hand", "mqtt")], enqueue=False)
+    return [
+        Reading.objects.create(
+            device=logger,
+            shipment=shipment,
+            message=row,
+            index=index,
+            kind="temperature",
+            value=5.0,
+            measured_at=at,
+            received_at=at,
+        )
+        for index in range(count)
+    ]
+
+
+@pytest.mark.django_db(transaction=True)  # two workers and a commit, each on its own connection
+def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
+    manufacturer: Persona,
+    carrier: Persona,
+    pharmacy: Persona,
+    logger: Device,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A commit covers its shipment's readings up to the greatest id it sees. A worker that took lower ids and
+    has not committed yet must not be passed over: its readings would lie below every later commit's range."""
+    if connection.vendor != "postgresql":
+        unavailable("advisory locks are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
+    [slow] = services.inbox_receive([services.RawMessage(VECTOR, "mqtt", "", VECTOR_RECEIVED)], enqueue=False)
+    stored, release = threading.Event(), threading.Event()
+    insert = services._readings_insert
+
+    def pausing(rows: list[Any]) -> None:
+        insert(rows)
+        stored.set()
+        release.wait(10)
+
+    monkeypatch.setattr(services, "_readings_insert", pausing)
+    done: dict[str, Any] = {}
+
+    def run(name: str, work: Callable[[], Any]) -> threading.Thread:
+        def target() -> None:
+            try:
+                done[name] = work()
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    worker = run("worker", lambda: services.messages_process([slow.pk]))
+    committer = None
+    try:
+        assert stored.wait(10)
+        monkeypatch.setattr(services, "_readings_insert", insert)
+        with transaction.atomic():  # another worker stores a later reading of the shipment, and commits
+            services._storing([shipment.pk])
+            [later] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+        committer = run("commit", lambda: services.readings_commit(shipment))
+        assert _waiting_for_an_advisory_lock(), "the commit did not wait for the worker storing readings"
+    finally:
+        release.set()
+        worker.join()
+        if committer is not None:
+            committer.join()
+
+    assert done["worker"] == {"accepted": 1}
+    assert done["commit"].count == 5  # the slow worker's four readings, below the later one's id, and it
+    assert all(_proven(reading) for reading in Reading.objects.filter(shipment=shipment))
+    assert Reading.objects.filter(shipment=shipment, commit__isnull=False).count() == 0  # none written again
+    assert later.pk == done["commit"].through_id
+
+
+def _proof_commit(reading: Reading) -> Any:
+    proof = services.reading_proof(Reading.objects.get(pk=reading.pk))
+    return proof and proof.commit
+
+
+def _waiting_for_an_advisory_lock() -> bool:
+    for _ in range(200):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_commits_take_up_after_those_made_reading_by_reading(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    """Commits made before commits had ranges named each of their readings; their proofs hold, and the first
+    commit with a range takes the shipment's other readings, below those old ones' ids too."""
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    old, left_out, newer = (_stored_by_hand(shipment, logger, 3, at=VECTOR_RECEIVED) for _ in range(3))
+    members = [*old, *newer[:1]]
+    leaves = [services.reading_leaf(r, logger.device_id, 0) for r in members]
+    root = merkle.root_of([merkle.leaf_hash(leaf) for leaf in leaves])
+    legacy = ReadingCommit.objects.create(shipment=shipment, count=len(members), root=root)
+    Reading.objects.filter(pk__in=[r.pk for r in members]).update(commit=legacy)
+    assert list(services.shipments_uncommitted()) == [shipment]
+
+    commit = services.readings_commit(shipment)
+
+    assert commit is not None
+    assert (commit.count, commit.after_id, commit.through_id) == (5, 0, newer[-1].pk)
+    assert all(_proven(reading) for reading in Reading.objects.filter(shipment=shipment))
+    assert {_proof_commit(r) for r in old} == {legacy}
+    assert {_proof_commit(r) for r in [*left_out, *newer[1:]]} == {commit}
+    assert list(services.shipments_uncommitted()) == []
+    assert services.readings_commit(shipment) is None
+    [next_one] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+    assert list(services.shipments_uncommitted()) == [shipment]
+    following = services.readings_commit(shipment)
+    assert following is not None
+    assert (following.count, following.after_id, following.through_id) == (1, commit.through_id, next_one.pk)
+
+
 def test_a_shipment_whose_readings_cannot_be_committed_holds_back_no_other(
     manufacturer: Persona,
     carrier: Persona,
@@ -622,7 +753,7 @@ def test_a_shipment_whose_readings_cannot_be_committed_holds_back_no_other(
 
     monkeypatch.setattr(services, "readings_commit", failing)
     assert tasks.commit_readings() == 1
-    committed = {r.shipment_id: r.commit_id is not None for r in Reading.objects.all()}
+    committed = {r.shipment_id: services.reading_proof(r) is not None for r in Reading.objects.all()}
     assert committed == {broken.pk: False, fine.pk: True}
     assert f"could not commit the readings of shipment {broken.pk}" in caplog.text  # tried again next time
 
