@@ -181,7 +181,7 @@ def run(*, readings: int, rate: float, ingest: int, workers: int, pool: str) -> 
         result.paced_seconds, result.paced_cpu_seconds = steady.seconds, steady.cpu_seconds
         result.notes += steady.notes
         result.peak_mib = stack.peak_mib()
-    result.notes += _shortfalls(len(messages) * PER_MESSAGE, probe_pairs) + _autovacuum_off()
+    result.notes += _shortfalls(len(messages) * PER_MESSAGE, probe_pairs)
     result.paho_rate, received = paho_rate(load)
     if received < len(load):
         result.notes.append(f"raw paho: {len(load) - received:,} of {len(load):,} messages never arrived")
@@ -708,19 +708,6 @@ def _shortfalls(readings: int, probes: Sequence[Pair]) -> list[str]:
     if set(outcomes) != {InboxMessage.Outcome.ACCEPTED}:
         notes.append(f"inbox outcomes: {outcomes}")
     return notes
-
-
-def _autovacuum_off() -> list[str]:
-    """A note when the server does not vacuum: the paced load then runs among the full-speed load's dead rows."""
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW autovacuum")
-        (setting,) = cursor.fetchone()
-    if setting == "on":
-        return []
-    return [
-        "this PostgreSQL server runs with autovacuum off: the paced load ran among the dead versions the "
-        "full-speed load left in the inbox, which a deployment's autovacuum would have cleared"
-    ]
 
 
 def _missed(probes: _Probes) -> list[str]:
