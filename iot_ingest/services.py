@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import operator
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import OperationalError, connection, models, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from iot_ingest import evaluation, pgcopy, protocol, triage
@@ -420,7 +422,6 @@ def _process(select: Callable[[models.QuerySet[InboxMessage]], list[_Pending]]) 
             _settle(row, verified, accepted, batch)
             counts[row.outcome] += 1
         _outcomes_save(rows)
-        _storing(reading[1] for reading in batch.readings)
         _readings_insert(batch.readings)
         _last_seen_save(batch.seen)
         urgent = evaluation.urgent_shipments(batch.touched)
@@ -500,6 +501,9 @@ def _readings_insert(rows: list[tuple[Any, ...]]) -> None:
     columns = ", ".join(connection.ops.quote_name(column) for column in READING_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # The transaction's id first, then the readings': a commit that sees neither waits for the
+            # transaction (readings_boundaries).
+            cursor.execute("SELECT pg_current_xact_id()")
             data = io.BytesIO(pgcopy.stream(_readings_packed(rows)))
             cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", data)
         else:
@@ -753,24 +757,28 @@ def _leaf_rows(readings: models.QuerySet[Reading]) -> list[_LeafRow]:
     return list(readings.order_by("id").values_list("id", *LEAF_COLUMNS))
 
 
-def readings_commit(shipment: Shipment) -> ReadingCommit | None:
+def readings_commit(shipment: Shipment, *, through: int | None = None) -> ReadingCommit | None:
     """Puts the Merkle root of the shipment's readings received since the last commit in the ledger.
 
     The commit covers the shipment's readings above the last commit's range
-    up to the greatest id there is, once every worker storing readings of the
-    shipment has finished (``STORING_LOCK``): none can then still be on its
-    way with an id below it. No reading is written again.
+    up to ``through``: by default the greatest reading id of the shipment
+    once every write in flight has ended (``readings_boundaries``). No
+    reading is written again.
     """
+    if through is None:
+        through = readings_boundaries([shipment.pk]).get(shipment.pk)
+        if through is None:
+            return None
     with transaction.atomic():
-        shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)
-        _storing_finished(shipment.pk)
+        shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)  # one commit of it at a time
         after = _committed_through(shipment.pk)
-        fresh = _leaf_rows(Reading.uncommitted(shipment.pk, after))
+        fresh = _leaf_rows(Reading.uncommitted(shipment.pk, after).filter(id__lte=through))
         if not fresh:
             return None
         root = merkle.root_of(_leaf_hashes(fresh))
+        through = fresh[-1][0]
         commit = ReadingCommit.objects.create(
-            shipment=shipment, count=len(fresh), root=root, after_id=after, through_id=fresh[-1][0]
+            shipment=shipment, count=len(fresh), root=root, after_id=after, through_id=through
         )
         times = [row[-1] for row in fresh]
         traceability.readings_committed(
@@ -780,37 +788,61 @@ def readings_commit(shipment: Shipment) -> ReadingCommit | None:
             root=root.hex(),
             first_measured_at=min(times),
             last_measured_at=max(times),
+            readings=(after, through),
         )
     return commit
 
 
-# Workers storing readings hold, until their transaction ends, a shared advisory lock on each of the readings'
-# shipments' buckets; a commit of a shipment's readings takes its bucket's lock alone, and so waits for them.
-# Buckets, not shipments, bound the locks a transaction holds: PostgreSQL's lock table is shared and fixed.
-STORING_LOCK = 0x72656164  # "read": the class of these two-key advisory locks (the ledger's has one key)
-STORING_BUCKETS = 4096
+WRITES_WAIT = 30.0  # seconds ``readings_boundaries`` waits for the writes in flight (then: none this time)
+WRITES_POLL = 0.01  # seconds between looks at them
 
 
-def _storing(shipment_ids: Iterable[int | None]) -> None:
-    """Holds off the commits of these shipments' readings until this transaction ends (PostgreSQL; SQLite has
-    one writer at a time, and a commit sees no reading that a transaction in flight stored)."""
-    buckets = sorted({pk % STORING_BUCKETS for pk in shipment_ids if pk is not None})
-    if connection.vendor != "postgresql" or not buckets:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_advisory_xact_lock_shared(%s, b)) FROM unnest(%s::int[]) AS b",
-            [STORING_LOCK, _array(buckets)],
-        )
+def readings_boundaries(shipment_ids: Sequence[int] | None = None) -> dict[int, int]:
+    """For each shipment (of ``shipment_ids``, or all) with readings no commit covers yet: the greatest reading
+    id a commit may cover now, all of them or none.
 
-
-def _storing_finished(shipment_id: int) -> None:
-    """Waits until no transaction in flight is storing readings of the shipment, and keeps any from starting
-    until this one ends (``_storing``)."""
+    A commit covers a range of its shipment's reading ids, so no reading may
+    still be on its way below the range's end. Read with the database's
+    snapshot; then, on PostgreSQL, the transactions writing at that moment
+    are waited for (``WRITES_WAIT`` seconds at most: an empty answer, the next
+    run tries again). Any id they took is below the ones taken after (the id
+    sequence hands them out one at a time: CACHE 1, PostgreSQL's default), and
+    a transaction takes its transaction id before its readings take theirs
+    (``_readings_insert``). Nobody waits for the commit. SQLite has one
+    writer at a time (``transaction_mode`` IMMEDIATE), so no transaction in
+    flight holds an id below one already visible.
+    """
+    shipments = shipments_uncommitted()
+    if shipment_ids is not None:
+        shipments = shipments.filter(pk__in=shipment_ids)
+    newest = Reading.objects.filter(shipment=OuterRef("pk"), commit__isnull=True).order_by("-id").values("id")[:1]
+    shipments = shipments.annotate(through=Subquery(newest))
     if connection.vendor != "postgresql":
-        return
+        return dict(shipments.values_list("pk", "through"))
+    rows = list(
+        shipments.annotate(snapshot=RawSQL("pg_current_snapshot()::text", [])).values_list("pk", "through", "snapshot")
+    )
+    if not rows or _writes_ended(rows[0][2], wait=WRITES_WAIT):
+        return {pk: through for pk, through, _ in rows}
+    logger.warning("writes in flight since %s did not end within %gs; no readings committed", rows[0][2], WRITES_WAIT)
+    return {}
+
+
+def _writes_ended(snapshot: str, *, wait: float) -> bool:
+    """Whether the transactions in flight at the PostgreSQL snapshot (this one's own aside) ended in time."""
+    deadline = time.monotonic() + wait
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [STORING_LOCK, shipment_id % STORING_BUCKETS])
+        while True:
+            cursor.execute(
+                "SELECT count(*) FROM pg_snapshot_xip(%s::pg_snapshot) AS x "
+                "WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned() AND pg_xact_status(x) = 'in progress'",
+                [snapshot],
+            )
+            if not cursor.fetchone()[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(WRITES_POLL)
 
 
 def _committed_through(shipment_id: int) -> int:
@@ -848,6 +880,11 @@ def _tree_nodes(leaves: list[bytes]) -> Iterable[tuple[merkle.NodeKey, bytes]]:
     return (((level, index), digest) for level, index, digest in merkle.append_nodes(0, leaves, {}))
 
 
+class CommitMismatch(RuntimeError):
+    """A commit's readings are no longer those its root was made of: no proof can hold, and the stored data
+    needs an investigation (the ledger keeps the root as it was)."""
+
+
 @dataclass(frozen=True)
 class ReadingProof:
     reading: Reading
@@ -863,6 +900,8 @@ def reading_proof(reading: Reading) -> ReadingProof | None:
     if commit is None:
         return None
     members = _leaf_rows(_members(commit))
+    if len(members) != commit.count:  # a reading joined or left the range after the root was made
+        raise CommitMismatch(f"commit {commit.pk}'s root is of {commit.count} readings; {len(members)} are its now")
     index = next(i for i, member in enumerate(members) if member[0] == reading.pk)
     nodes = dict(_tree_nodes(_leaf_hashes(members)))
     return ReadingProof(

@@ -9,6 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
 from iot_ingest import evaluation, partitions, services
+from traceability.models import Shipment
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,10 @@ def commit_readings() -> int:
     and tried again next time, and holds back no other shipment's.
     """
     made = 0
-    for shipment in services.shipments_uncommitted():
+    boundaries = services.readings_boundaries()  # one wait for the writes in flight, for every shipment
+    for shipment in Shipment.objects.filter(pk__in=boundaries).order_by("pk"):
         try:
-            made += services.readings_commit(shipment) is not None
+            made += services.readings_commit(shipment, through=boundaries[shipment.pk]) is not None
         except SoftTimeLimitExceeded:
             raise  # out of time: the rest waits for the next run
         except Exception:

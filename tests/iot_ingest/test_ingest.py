@@ -6,7 +6,6 @@ import datetime
 import io
 import json
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client, TestCase
 from django.utils import timezone
 from hypothesis import given
@@ -27,9 +27,10 @@ from iot_ingest import api, evaluation, protocol, services, tasks
 from iot_ingest.models import Device, DeviceAssignment, InboxMessage, Reading, ReadingCommit
 from ledger import merkle
 from ledger import services as ledger
-from ledger.models import Entry
+from ledger.models import Entry, PendingEvent
 from tests.conftest import Persona, unavailable
 from tests.factories import UserFactory
+from traceability import operations
 from traceability import services as traceability
 
 pytestmark = pytest.mark.django_db
@@ -634,7 +635,7 @@ def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
     """A commit covers its shipment's readings up to the greatest id it sees. A worker that took lower ids and
     has not committed yet must not be passed over: its readings would lie below every later commit's range."""
     if connection.vendor != "postgresql":
-        unavailable("advisory locks are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
     shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
     services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
     [slow] = services.inbox_receive([services.RawMessage(VECTOR, "mqtt", "", VECTOR_RECEIVED)], enqueue=False)
@@ -661,41 +662,96 @@ def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
         return thread
 
     worker = run("worker", lambda: services.messages_process([slow.pk]))
-    committer = None
     try:
         assert stored.wait(10)
         monkeypatch.setattr(services, "_readings_insert", insert)
-        with transaction.atomic():  # another worker stores a later reading of the shipment, and commits
-            services._storing([shipment.pk])
-            [later] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
-        committer = run("commit", lambda: services.readings_commit(shipment))
-        assert _waiting_for_an_advisory_lock(), "the commit did not wait for the worker storing readings"
+        [later] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)  # another worker's, committed
+        committer = run("commits", tasks.commit_readings)
+        committer.join(1.0)
+        assert committer.is_alive(), "the commit did not wait for the worker storing readings"
     finally:
         release.set()
         worker.join()
-        if committer is not None:
-            committer.join()
+    committer.join()
 
-    assert done["worker"] == {"accepted": 1}
-    assert done["commit"].count == 5  # the slow worker's four readings, below the later one's id, and it
+    assert (done["worker"], done["commits"]) == ({"accepted": 1}, 1)
+    [commit] = ReadingCommit.objects.filter(shipment=shipment)
+    assert (commit.count, commit.through_id) == (5, later.pk)  # the slow worker's four, below the later one
     assert all(_proven(reading) for reading in Reading.objects.filter(shipment=shipment))
-    assert Reading.objects.filter(shipment=shipment, commit__isnull=False).count() == 0  # none written again
-    assert later.pk == done["commit"].through_id
+    assert not Reading.objects.filter(commit__isnull=False).exists()  # none written again
+
+
+def test_reading_ids_are_handed_out_in_time_order() -> None:
+    """What commits by id range rely on: a session caching a block of ids could store one below a range
+    already committed."""
+    if connection.vendor != "postgresql":
+        unavailable("sequences are PostgreSQL's here: set DATABASE_URL to PostgreSQL")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [Reading._meta.db_table])
+        (sequence,) = cursor.fetchone()
+        cursor.execute(
+            "SELECT cache_size FROM pg_sequences WHERE format('%%I.%%I', schemaname, sequencename) = %s", [sequence]
+        )
+        assert cursor.fetchone() == (1,)
+
+
+def test_a_commit_stops_at_the_boundary_it_was_given_and_is_made_once(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    first, second = _stored_by_hand(shipment, logger, 2, at=VECTOR_RECEIVED)
+    assert services.readings_boundaries() == {shipment.pk: second.pk}
+
+    commit = services.readings_commit(shipment, through=first.pk)
+
+    assert commit is not None
+    assert (commit.count, commit.after_id, commit.through_id) == (1, 0, first.pk)
+    assert services.readings_commit(shipment, through=first.pk) is None  # another beat run with the same view
+    entry = PendingEvent.objects.filter(type="readings.committed").get()
+    assert (entry.data["readings_after"], entry.data["readings_through"]) == (0, first.pk)
+    rest = services.readings_commit(shipment)
+    assert rest is not None
+    assert (rest.count, rest.after_id, rest.through_id) == (1, first.pk, second.pk)
+    assert services.readings_boundaries() == {}
+
+
+@pytest.mark.django_db(transaction=True)  # migrations
+def test_going_back_before_commit_ranges_marks_each_reading_with_its_commit(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    first, second = _stored_by_hand(shipment, logger, 2, at=VECTOR_RECEIVED)
+    commit = services.readings_commit(shipment)
+    assert commit is not None
+    [later] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("iot_ingest", "0006_inbox_pending_topic")])
+    try:
+        executor.loader.build_graph()
+        old = executor.loader.project_state(("iot_ingest", "0006_inbox_pending_topic")).apps
+        marked = old.get_model("iot_ingest", "Reading").objects.order_by("id").values_list("id", "commit_id")
+        assert list(marked) == [(first.pk, commit.pk), (second.pk, commit.pk), (later.pk, None)]
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_a_proof_is_refused_when_its_commit_s_readings_changed(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    first, second = _stored_by_hand(shipment, logger, 2, at=VECTOR_RECEIVED)
+    commit = services.readings_commit(shipment)
+    assert commit is not None
+    Reading.objects.filter(pk=second.pk).update(shipment=None)  # what the range relies on never happening
+
+    with pytest.raises(services.CommitMismatch, match="root is of 2 readings; 1 are its now"):
+        services.reading_proof(Reading.objects.get(pk=first.pk))
 
 
 def _proof_commit(reading: Reading) -> Any:
     proof = services.reading_proof(Reading.objects.get(pk=reading.pk))
     return proof and proof.commit
-
-
-def _waiting_for_an_advisory_lock() -> bool:
-    for _ in range(200):
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.05)
-    return False
 
 
 def test_commits_take_up_after_those_made_reading_by_reading(
@@ -711,11 +767,13 @@ def test_commits_take_up_after_those_made_reading_by_reading(
     legacy = ReadingCommit.objects.create(shipment=shipment, count=len(members), root=root)
     Reading.objects.filter(pk__in=[r.pk for r in members]).update(commit=legacy)
     assert list(services.shipments_uncommitted()) == [shipment]
+    assert operations.inbox_state().readings == 9
 
     commit = services.readings_commit(shipment)
 
     assert commit is not None
     assert (commit.count, commit.after_id, commit.through_id) == (5, 0, newer[-1].pk)
+    assert operations.inbox_state().readings == 9
     assert all(_proven(reading) for reading in Reading.objects.filter(shipment=shipment))
     assert {_proof_commit(r) for r in old} == {legacy}
     assert {_proof_commit(r) for r in [*left_out, *newer[1:]]} == {commit}
@@ -723,6 +781,7 @@ def test_commits_take_up_after_those_made_reading_by_reading(
     assert services.readings_commit(shipment) is None
     [next_one] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
     assert list(services.shipments_uncommitted()) == [shipment]
+    assert operations.inbox_state().readings == 10
     following = services.readings_commit(shipment)
     assert following is not None
     assert (following.count, following.after_id, following.through_id) == (1, commit.through_id, next_one.pk)
@@ -746,10 +805,10 @@ def test_a_shipment_whose_readings_cannot_be_committed_holds_back_no_other(
         )  # fmt: skip
     commit = services.readings_commit
 
-    def failing(shipment: Any) -> Any:
+    def failing(shipment: Any, **boundary: Any) -> Any:
         if shipment.pk == broken.pk:
             raise FloatingPointError("cannot hash this reading")
-        return commit(shipment)
+        return commit(shipment, **boundary)
 
     monkeypatch.setattr(services, "readings_commit", failing)
     assert tasks.commit_readings() == 1
@@ -765,7 +824,7 @@ def test_committing_readings_stops_when_out_of_time(
     services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
     receive(VECTOR)
 
-    def out_of_time(shipment: Any) -> Any:
+    def out_of_time(shipment: Any, **boundary: Any) -> Any:
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(services, "readings_commit", out_of_time)

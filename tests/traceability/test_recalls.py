@@ -201,7 +201,7 @@ def test_a_serial_range_recalls_those_serials_dispensed_or_not_and_leaves_the_ba
     (item,) = entry["data"]["items"]
     assert item["serial_count"] == 3
     assert item["serials_sha256"] == hashlib.sha256(b"09\n10\n11").hexdigest()
-    assert "09" not in json.dumps(entry["data"]["items"])  # the serials themselves stay private
+    assert set(item) == {"gtin", "lot", "serial_count", "serials_sha256"}  # the serials themselves stay private
     assert recall.items.get().serial_from == "09"
     assert sorted(["100", "9", "A2", "10", "A10"], key=serial_order) == ["9", "10", "A2", "100", "A10"]
 

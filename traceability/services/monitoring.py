@@ -185,8 +185,11 @@ def readings_committed(
     root: str,
     first_measured_at: datetime.datetime,
     last_measured_at: datetime.datetime,
+    readings: tuple[int, int],
 ) -> None:
-    """Appends a ``readings.committed`` entry: the Merkle root of a batch of the shipment's readings."""
+    """Appends a ``readings.committed`` entry: the Merkle root of a batch of the shipment's readings, those
+    with an id above ``readings[0]`` up to ``readings[1]``, in id order."""
+    after, through = readings
     _shipment_record(
         "readings.committed",
         shipment,
@@ -195,4 +198,6 @@ def readings_committed(
         root=root,
         first_measured_at=_when(first_measured_at),
         last_measured_at=_when(last_measured_at),
+        readings_after=after,
+        readings_through=through,
     )
