@@ -501,9 +501,6 @@ def _readings_insert(rows: list[tuple[Any, ...]]) -> None:
     columns = ", ".join(connection.ops.quote_name(column) for column in READING_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # The transaction's id first, then the readings': a commit that sees neither waits for the
-            # transaction (readings_boundaries).
-            cursor.execute("SELECT pg_current_xact_id()")
             data = io.BytesIO(pgcopy.stream(_readings_packed(rows)))
             cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT binary)", data)
         else:
@@ -795,6 +792,14 @@ def readings_commit(shipment: Shipment, *, through: int | None = None) -> Readin
 
 WRITES_WAIT = 30.0  # seconds ``readings_boundaries`` waits for the writes in flight (then: none this time)
 WRITES_POLL = 0.01  # seconds between looks at them
+# The transactions writing readings now, but this one: each holds the table's ROW EXCLUSIVE lock from before
+# its first reading takes an id until it has ended and its readings are visible.
+_WRITERS = RawSQL(
+    "(SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks WHERE locktype = 'relation' "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND relation = %s::regclass AND mode = 'RowExclusiveLock' AND pid <> pg_backend_pid())",
+    [Reading._meta.db_table],
+)
 
 
 def readings_boundaries(shipment_ids: Sequence[int] | None = None) -> dict[int, int]:
@@ -802,15 +807,15 @@ def readings_boundaries(shipment_ids: Sequence[int] | None = None) -> dict[int, 
     id a commit may cover now, all of them or none.
 
     A commit covers a range of its shipment's reading ids, so no reading may
-    still be on its way below the range's end. Read with the database's
-    snapshot; then, on PostgreSQL, the transactions writing at that moment
+    still be on its way below the range's end. Read in one statement with the
+    transactions writing readings at that moment; then, on PostgreSQL, those
     are waited for (``WRITES_WAIT`` seconds at most: an empty answer, the next
-    run tries again). Any id they took is below the ones taken after (the id
-    sequence hands them out one at a time: CACHE 1, PostgreSQL's default), and
-    a transaction takes its transaction id before its readings take theirs
-    (``_readings_insert``). Nobody waits for the commit. SQLite has one
-    writer at a time (``transaction_mode`` IMMEDIATE), so no transaction in
-    flight holds an id below one already visible.
+    run tries again). Any id a transaction takes later is above every id
+    read: the id sequence hands them out one at a time (CACHE 1, PostgreSQL's
+    default), and the ones read were taken before their transactions ended.
+    Nobody waits for the commit, and no other transaction holds it back.
+    SQLite has one writer at a time (``transaction_mode`` IMMEDIATE), so no
+    transaction in flight holds an id below one already visible.
     """
     shipments = shipments_uncommitted()
     if shipment_ids is not None:
@@ -819,30 +824,28 @@ def readings_boundaries(shipment_ids: Sequence[int] | None = None) -> dict[int, 
     shipments = shipments.annotate(through=Subquery(newest))
     if connection.vendor != "postgresql":
         return dict(shipments.values_list("pk", "through"))
-    rows = list(
-        shipments.annotate(snapshot=RawSQL("pg_current_snapshot()::text", [])).values_list("pk", "through", "snapshot")
-    )
+    rows = list(shipments.annotate(writers=_WRITERS).values_list("pk", "through", "writers"))
     if not rows or _writes_ended(rows[0][2], wait=WRITES_WAIT):
         return {pk: through for pk, through, _ in rows}
-    logger.warning("writes in flight since %s did not end within %gs; no readings committed", rows[0][2], WRITES_WAIT)
+    logger.warning("readings were still being written %gs later; none committed this time", WRITES_WAIT)
     return {}
 
 
-def _writes_ended(snapshot: str, *, wait: float) -> bool:
-    """Whether the transactions in flight at the PostgreSQL snapshot (this one's own aside) ended in time."""
+def _writes_ended(writers: list[str], *, wait: float) -> bool:
+    """Whether these PostgreSQL transactions (virtual ids) ended within ``wait`` seconds."""
     deadline = time.monotonic() + wait
     with connection.cursor() as cursor:
-        while True:
+        while writers:
             cursor.execute(
-                "SELECT count(*) FROM pg_snapshot_xip(%s::pg_snapshot) AS x "
-                "WHERE x IS DISTINCT FROM pg_current_xact_id_if_assigned() AND pg_xact_status(x) = 'in progress'",
-                [snapshot],
+                "SELECT array_agg(virtualxid) FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(%s)",
+                [writers],
             )
-            if not cursor.fetchone()[0]:
-                return True
-            if time.monotonic() >= deadline:
+            writers = cursor.fetchone()[0] or []
+            if writers and time.monotonic() >= deadline:
                 return False
-            time.sleep(WRITES_POLL)
+            if writers:
+                time.sleep(WRITES_POLL)
+    return True
 
 
 def _committed_through(shipment_id: int) -> int:
@@ -900,10 +903,13 @@ def reading_proof(reading: Reading) -> ReadingProof | None:
     if commit is None:
         return None
     members = _leaf_rows(_members(commit))
-    if len(members) != commit.count:  # a reading joined or left the range after the root was made
-        raise CommitMismatch(f"commit {commit.pk}'s root is of {commit.count} readings; {len(members)} are its now")
+    leaves = _leaf_hashes(members)
+    if len(members) != commit.count or merkle.root_of(leaves) != bytes(commit.root):
+        raise CommitMismatch(
+            f"commit {commit.pk}'s root is of {commit.count} readings; the {len(members)} in its range now differ"
+        )
     index = next(i for i, member in enumerate(members) if member[0] == reading.pk)
-    nodes = dict(_tree_nodes(_leaf_hashes(members)))
+    nodes = dict(_tree_nodes(leaves))
     return ReadingProof(
         reading=reading,
         commit=commit,

@@ -649,24 +649,12 @@ def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
 
     monkeypatch.setattr(services, "_readings_insert", pausing)
     done: dict[str, Any] = {}
-
-    def run(name: str, work: Callable[[], Any]) -> threading.Thread:
-        def target() -> None:
-            try:
-                done[name] = work()
-            finally:
-                connection.close()
-
-        thread = threading.Thread(target=target)
-        thread.start()
-        return thread
-
-    worker = run("worker", lambda: services.messages_process([slow.pk]))
+    worker = _thread(done, "worker", lambda: services.messages_process([slow.pk]))
     try:
         assert stored.wait(10)
         monkeypatch.setattr(services, "_readings_insert", insert)
         [later] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)  # another worker's, committed
-        committer = run("commits", tasks.commit_readings)
+        committer = _thread(done, "commits", tasks.commit_readings)
         committer.join(1.0)
         assert committer.is_alive(), "the commit did not wait for the worker storing readings"
     finally:
@@ -679,6 +667,117 @@ def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
     assert (commit.count, commit.through_id) == (5, later.pk)  # the slow worker's four, below the later one
     assert all(_proven(reading) for reading in Reading.objects.filter(shipment=shipment))
     assert not Reading.objects.filter(commit__isnull=False).exists()  # none written again
+
+
+def _thread(done: dict[str, Any], name: str, work: Callable[[], Any]) -> threading.Thread:
+    """``work`` running on a connection of its own; its result in ``done[name]``."""
+
+    def target() -> None:
+        try:
+            done[name] = work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)  # two writers and a commit, each on its own connection
+def test_a_commit_waits_for_a_newer_transaction_that_took_a_lower_reading_id(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device
+) -> None:
+    """A snapshot lists no transaction newer than the newest that has ended, so on a quiet server it would not
+    show the newer one (a review reproduced that): the writers are found by the readings table's lock."""
+    if connection.vendor != "postgresql":
+        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    [row] = services.inbox_receive([services.RawMessage(b"by hand", "mqtt")], enqueue=False)
+    a_has_id, b_stored, a_go, b_go = (threading.Event() for _ in range(4))
+
+    def reading(index: int) -> Reading:
+        return Reading.objects.create(
+            device=logger, shipment=shipment, message=row, index=index, kind="temperature", value=5.0,
+            measured_at=VECTOR_RECEIVED, received_at=VECTOR_RECEIVED,
+        )  # fmt: skip
+
+    def transaction_id() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_xact_id()")
+
+    def older() -> Reading:
+        with transaction.atomic():
+            transaction_id()
+            a_has_id.set()
+            assert a_go.wait(10)
+            return reading(1)
+
+    def newer() -> Reading:
+        assert a_has_id.wait(10)
+        with transaction.atomic():
+            transaction_id()
+            stored = reading(0)  # the lower reading id
+            b_stored.set()
+            assert b_go.wait(10)
+            return stored
+
+    done: dict[str, Any] = {}
+    writers = [_thread(done, "older", older), _thread(done, "newer", newer)]
+    committer = None
+    try:
+        assert b_stored.wait(10)
+        a_go.set()
+        writers[0].join()  # the older transaction ends, with the higher reading id
+        committer = _thread(done, "commits", tasks.commit_readings)
+        committer.join(1.0)
+        assert committer.is_alive(), "the commit did not wait for the newer transaction still writing"
+    finally:
+        a_go.set()
+        b_go.set()
+        for thread in [*writers, committer]:
+            if thread is not None:
+                thread.join()
+
+    assert done["commits"] == 1
+    [commit] = ReadingCommit.objects.filter(shipment=shipment)
+    assert (commit.count, commit.through_id) == (2, done["older"].pk)
+    assert done["newer"].pk < done["older"].pk
+    assert all(_proven(reading) for reading in Reading.objects.filter(shipment=shipment))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_commit_is_made_while_readings_are_still_being_written_after_the_wait(
+    manufacturer: Persona,
+    carrier: Persona,
+    pharmacy: Persona,
+    logger: Device,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if connection.vendor != "postgresql":
+        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    monkeypatch.setattr(services, "WRITES_WAIT", 0.2)
+    shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
+    _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+    stored, release = threading.Event(), threading.Event()
+
+    def writing() -> None:
+        with transaction.atomic():
+            _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+            stored.set()
+            release.wait(10)
+
+    done: dict[str, Any] = {}
+    writer = _thread(done, "writer", writing)
+    try:
+        assert stored.wait(10)
+        assert services.readings_boundaries() == {}
+        assert tasks.commit_readings() == 0
+    finally:
+        release.set()
+        writer.join()
+    assert "readings were still being written 0.2s later; none committed this time" in caplog.text
+    assert tasks.commit_readings() == 1  # the next run, the writer gone
 
 
 def test_reading_ids_are_handed_out_in_time_order() -> None:
@@ -745,7 +844,10 @@ def test_a_proof_is_refused_when_its_commit_s_readings_changed(
     assert commit is not None
     Reading.objects.filter(pk=second.pk).update(shipment=None)  # what the range relies on never happening
 
-    with pytest.raises(services.CommitMismatch, match="root is of 2 readings; 1 are its now"):
+    with pytest.raises(services.CommitMismatch, match="root is of 2 readings; the 1 in its range now differ"):
+        services.reading_proof(Reading.objects.get(pk=first.pk))
+    Reading.objects.filter(pk=second.pk).update(shipment=shipment, value=9.5)  # as many, one of them changed
+    with pytest.raises(services.CommitMismatch, match="root is of 2 readings; the 2 in its range now differ"):
         services.reading_proof(Reading.objects.get(pk=first.pk))
 
 
