@@ -792,12 +792,14 @@ def readings_commit(shipment: Shipment, *, through: int | None = None) -> Readin
 
 WRITES_WAIT = 30.0  # seconds ``readings_boundaries`` waits for the writes in flight (then: none this time)
 WRITES_POLL = 0.01  # seconds between looks at them
-# The transactions writing readings now, but this one: each holds the table's ROW EXCLUSIVE lock from before
-# its first reading takes an id until it has ended and its readings are visible.
-_WRITERS = RawSQL(
-    "(SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks WHERE locktype = 'relation' "
-    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-    "AND relation = %s::regclass AND mode = 'RowExclusiveLock' AND pid <> pg_backend_pid())",
+# The transactions writing readings, but this one: each holds the table's ROW EXCLUSIVE lock from before its
+# first reading takes an id until it has ended and its readings are visible (prepared ones too: no pid).
+_WRITING = (
+    "locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND relation = %s::regclass AND mode = 'RowExclusiveLock' AND pid IS DISTINCT FROM pg_backend_pid()"
+)
+_WRITERS = RawSQL(  # noqa: S611  (constant SQL; the table is a parameter)
+    f"(SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{{}}') FROM pg_locks WHERE {_WRITING})",  # noqa: S608
     [Reading._meta.db_table],
 )
 
@@ -837,8 +839,9 @@ def _writes_ended(writers: list[str], *, wait: float) -> bool:
     with connection.cursor() as cursor:
         while writers:
             cursor.execute(
-                "SELECT array_agg(virtualxid) FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(%s)",
-                [writers],
+                f"SELECT array_agg(DISTINCT virtualtransaction) FROM pg_locks WHERE {_WRITING} "  # noqa: S608
+                "AND virtualtransaction = ANY(%s)",
+                [Reading._meta.db_table, writers],
             )
             writers = cursor.fetchone()[0] or []
             if writers and time.monotonic() >= deadline:

@@ -624,6 +624,11 @@ def _stored_by_hand(shipment: Any, logger: Device, count: int, *, at: datetime.d
     ]
 
 
+def _transactions_in_flight_seen() -> None:
+    if connection.vendor != "postgresql":
+        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+
+
 @pytest.mark.django_db(transaction=True)  # two workers and a commit, each on its own connection
 def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
     manufacturer: Persona,
@@ -634,8 +639,7 @@ def test_a_commit_waits_for_the_readings_a_worker_is_storing_and_covers_them(
 ) -> None:
     """A commit covers its shipment's readings up to the greatest id it sees. A worker that took lower ids and
     has not committed yet must not be passed over: its readings would lie below every later commit's range."""
-    if connection.vendor != "postgresql":
-        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    _transactions_in_flight_seen()
     shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
     services.device_assign(actor=manufacturer.user, device=logger, shipment=shipment, starts_at=shipment.dispatched_at)
     [slow] = services.inbox_receive([services.RawMessage(VECTOR, "mqtt", "", VECTOR_RECEIVED)], enqueue=False)
@@ -689,8 +693,7 @@ def test_a_commit_waits_for_a_newer_transaction_that_took_a_lower_reading_id(
 ) -> None:
     """A snapshot lists no transaction newer than the newest that has ended, so on a quiet server it would not
     show the newer one (a review reproduced that): the writers are found by the readings table's lock."""
-    if connection.vendor != "postgresql":
-        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    _transactions_in_flight_seen()
     shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
     [row] = services.inbox_receive([services.RawMessage(b"by hand", "mqtt")], enqueue=False)
     a_has_id, b_stored, a_go, b_go = (threading.Event() for _ in range(4))
@@ -754,8 +757,7 @@ def test_no_commit_is_made_while_readings_are_still_being_written_after_the_wait
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    if connection.vendor != "postgresql":
-        unavailable("transactions in flight are PostgreSQL's: set DATABASE_URL to PostgreSQL")
+    _transactions_in_flight_seen()
     monkeypatch.setattr(services, "WRITES_WAIT", 0.2)
     shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
     _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
