@@ -7,8 +7,10 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
+from django.db.models import OuterRef
 
 from iot_ingest import evaluation, partitions, services
+from iot_ingest.models import ReadingCommit
 from traceability.models import Shipment
 
 logger = logging.getLogger(__name__)
@@ -79,11 +81,14 @@ def commit_readings() -> int:
     """Beat: a ``readings.committed`` ledger entry per shipment with new readings; returns how many were made.
 
     Each shipment's commit is its own transaction: one that fails is logged
-    and tried again next time, and holds back no other shipment's.
+    and tried again next time, and holds back no other shipment's. The
+    shipments committed longest ago go first, so a run out of time leaves
+    the others for the next, which starts with them.
     """
     made = 0
     boundaries = services.readings_boundaries()  # one wait for the writes in flight, for every shipment
-    for shipment in Shipment.objects.filter(pk__in=boundaries).order_by("pk"):
+    waiting = Shipment.objects.filter(pk__in=boundaries).annotate(after=ReadingCommit.covered_through(OuterRef("pk")))
+    for shipment in waiting.order_by("after", "pk"):
         try:
             made += services.readings_commit(shipment, through=boundaries[shipment.pk]) is not None
         except SoftTimeLimitExceeded:

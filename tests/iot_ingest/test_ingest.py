@@ -936,6 +936,32 @@ def test_committing_readings_stops_when_out_of_time(
         tasks.commit_readings()
 
 
+def test_a_commit_run_out_of_time_is_taken_up_where_it_stopped(
+    manufacturer: Persona, carrier: Persona, pharmacy: Persona, logger: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings keep coming for every shipment, and each run has time for one: all are committed in turn."""
+    shipments = [_dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR) for _ in range(3)]
+    commit = services.readings_commit
+    committed: list[int] = []
+    runs = 0
+
+    def one_a_run(shipment: Any, **boundary: Any) -> Any:
+        if len(committed) == runs:
+            raise SoftTimeLimitExceeded()
+        committed.append(shipment.pk)
+        return commit(shipment, **boundary)
+
+    monkeypatch.setattr(services, "readings_commit", one_a_run)
+    while runs < 4:
+        runs += 1
+        for shipment in shipments:
+            _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+        with pytest.raises(SoftTimeLimitExceeded):
+            tasks.commit_readings()
+    first, second, third = (shipment.pk for shipment in shipments)
+    assert committed == [first, second, third, first]  # not the first every time
+
+
 @given(
     device_id=st.from_regex(protocol.DEVICE_ID, fullmatch=True),
     seq=st.integers(0, protocol.MAX_SEQ),
