@@ -185,10 +185,12 @@ def test_readings_are_counted_the_same_once_committed_to_the_ledger(
     settings.METRICS_KEY = KEY
     logger = Logger(manufacturer, shipment)
     ingest.messages_process(receive([logger.message(), logger.message()]))
+    assert value(samples(scrape(Client()).content.decode()), "coldtrace_readings_uncommitted") == 4
     assert ingest.readings_commit(shipment) is not None
     ingest.messages_process(receive([logger.message()]))
     found = samples(scrape(Client()).content.decode())
     assert value(found, "coldtrace_ingest_readings_total") == 6 == Reading.objects.count()
+    assert value(found, "coldtrace_readings_uncommitted") == 2
     later = ingest.readings_commit(shipment)
     assert later is not None
     assert later.count == 2  # those two were counted as not yet committed, the four before as committed

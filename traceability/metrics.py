@@ -52,6 +52,12 @@ class PlatformCollector:
         yield rejections
         yield CounterMetricFamily("coldtrace_ingest_readings", "Readings stored.", value=inbox.readings)
         yield GaugeMetricFamily(
+            "coldtrace_readings_uncommitted",
+            "Readings on shipments that no readings.committed ledger entry covers yet: it falls at each of "
+            "beat's commits; growing across them, commits are held up.",
+            value=inbox.uncommitted,
+        )
+        yield GaugeMetricFamily(
             "coldtrace_inbox_backlog_messages", "Inbox messages waiting to be processed.", value=inbox.pending
         )
         yield GaugeMetricFamily(

@@ -49,6 +49,7 @@ class Inbox:
     oldest_pending_at: datetime.datetime | None
     readings: int
     urgent_pending: int = 0  # waiting, and marked urgent by triage (iot_ingest.triage)
+    uncommitted: int = 0  # readings on shipments that no readings.committed entry covers yet
 
     @property
     def pending(self) -> int:
@@ -67,8 +68,8 @@ def inbox_state() -> Inbox:
 
     Readings stored = readings already in a ``ReadingCommit`` (the sum of their
     counts) + readings no commit covers yet (each shipment's above its commits'
-    range, and those on no shipment): exact, without counting the largest table
-    row by row.
+    range) + readings on no shipment (never committed): exact, without
+    counting the largest table row by row.
     """
     message, reading, commit = _model("InboxMessage"), _model("Reading"), _model("ReadingCommit")
     manager = message._default_manager
@@ -78,24 +79,25 @@ def inbox_state() -> Inbox:
     urgent = manager.filter(outcome=PENDING, urgent=True).count()  # the inbox_urgent partial index
     committed = commit._default_manager.aggregate(n=Sum("count"))["n"] or 0
     uncommitted = _uncommitted_readings(reading, commit)
+    on_no_shipment = reading._default_manager.filter(shipment__isnull=True, commit__isnull=True).count()
     return Inbox(
         messages={outcome: by_outcome.get(outcome, 0) for outcome in _choices(message, "outcome")},
         rejections={reason: by_reason.get(reason, 0) for reason in _choices(message, "reason")},
         oldest_pending_at=oldest,
-        readings=committed + uncommitted,
+        readings=committed + uncommitted + on_no_shipment,
         urgent_pending=urgent,
+        uncommitted=uncommitted,
     )
 
 
 def _uncommitted_readings(reading: Any, commit: Any) -> int:
-    """Readings no commit covers yet: two index probes a shipment, then the few readings of each above its
-    commits' range; and the readings on no shipment (never committed)."""
+    """Readings on shipments that no commit covers yet: two index probes a shipment, then the few readings of
+    each above its commits' range."""
     above = reading.uncommitted(OuterRef("pk"), OuterRef("after")).order_by().values("shipment")
     shipments = Shipment.objects.annotate(after=commit.covered_through(OuterRef("pk")))
     counted = shipments.annotate(fresh=Coalesce(Subquery(above.annotate(n=Count("pk")).values("n")), 0))
     on_shipments: int = counted.aggregate(total=Sum("fresh"))["total"] or 0
-    on_none: int = reading._default_manager.filter(shipment__isnull=True, commit__isnull=True).count()
-    return on_shipments + on_none
+    return on_shipments
 
 
 def unresolved_alerts() -> dict[tuple[str, str], int]:
