@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import logging
 from typing import Any, cast
 
 from django.contrib.auth.models import User
@@ -28,6 +29,8 @@ from traceability import selectors
 from traceability.api.serializers import AwareDateTimeField
 from traceability.api.views import ERRORS, READ_ERRORS
 from traceability.models import Organisation
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_BATCH_BYTES = 16 * 2**20  # far above 1000 ordinary messages, far below 1000 of 64 KiB
@@ -345,6 +348,9 @@ class ReadingProof(APIView):
                 },
             ),
             **READ_ERRORS,
+            500: OpenApiResponse(
+                description="The readings in the reading's commit no longer make its root: no proof can hold."
+            ),
         }
     )
     def get(self, request: Request, pk: int, reading: int) -> Response:
@@ -352,7 +358,12 @@ class ReadingProof(APIView):
         row = get_object_or_404(
             Reading.objects.select_related("device", "message", "commit"), pk=reading, shipment=shipment
         )
-        proof = services.reading_proof(row)
+        try:
+            proof = services.reading_proof(row)
+        except services.CommitMismatch as mismatch:
+            logger.error("no proof of reading %s: %s", row.pk, mismatch)
+            detail = "The readings stored for this reading's ledger commit no longer make its root: no proof."
+            return Response({"detail": detail}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
         if proof is None:
             return Response(
                 {"detail": "This reading is not committed to the ledger yet; commits happen every few minutes."},

@@ -768,7 +768,8 @@ def readings_commit(shipment: Shipment, *, through: int | None = None) -> Readin
             return None
     with transaction.atomic():
         shipment = Shipment.objects.select_for_update().get(pk=shipment.pk)  # one commit of it at a time
-        after = _committed_through(shipment.pk)
+        covered = ReadingCommit.covered_through(shipment.pk)  # read after the lock: no commit of it since
+        after = Shipment.objects.filter(pk=shipment.pk).values_list(covered, flat=True).get()
         fresh = _leaf_rows(Reading.uncommitted(shipment.pk, after).filter(id__lte=through))
         if not fresh:
             return None
@@ -806,7 +807,7 @@ _WRITERS = RawSQL(  # noqa: S611  (constant SQL; the table is a parameter)
 
 def readings_boundaries(shipment_ids: Sequence[int] | None = None) -> dict[int, int]:
     """For each shipment (of ``shipment_ids``, or all) with readings no commit covers yet: the greatest reading
-    id a commit may cover now, all of them or none.
+    id a commit may cover now, all of them or none; those committed longest ago first.
 
     A commit covers a range of its shipment's reading ids, so no reading may
     still be on its way below the range's end. Read in one statement with the
@@ -838,29 +839,24 @@ def _writes_ended(writers: list[str], *, wait: float) -> bool:
     deadline = time.monotonic() + wait
     with connection.cursor() as cursor:
         while writers:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(WRITES_POLL)
             cursor.execute(
                 f"SELECT array_agg(DISTINCT virtualtransaction) FROM pg_locks WHERE {_WRITING} "  # noqa: S608
                 "AND virtualtransaction = ANY(%s)",
                 [Reading._meta.db_table, writers],
             )
             writers = cursor.fetchone()[0] or []
-            if writers and time.monotonic() >= deadline:
-                return False
-            if writers:
-                time.sleep(WRITES_POLL)
     return True
 
 
-def _committed_through(shipment_id: int) -> int:
-    """The greatest reading id the shipment's commits cover (0: none has a range yet)."""
-    through = ReadingCommit.objects.filter(shipment_id=shipment_id).aggregate(through=models.Max("through_id"))
-    return through["through"] or 0
-
-
 def shipments_uncommitted() -> models.QuerySet[Shipment]:
-    """The shipments with readings that no commit covers yet: two index probes each."""
+    """The shipments with readings that no commit covers yet (two index probes each), those committed longest
+    ago first."""
     shipments = Shipment.objects.annotate(after=ReadingCommit.covered_through(OuterRef("pk")))
-    return shipments.filter(Exists(Reading.uncommitted(OuterRef("pk"), OuterRef("after")))).order_by("pk")
+    fresh = Exists(Reading.uncommitted(OuterRef("pk"), OuterRef("after")))
+    return shipments.filter(fresh).order_by("after", "pk")
 
 
 def _members(commit: ReadingCommit) -> models.QuerySet[Reading]:

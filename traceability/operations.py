@@ -96,8 +96,8 @@ def _uncommitted_readings(reading: Any, commit: Any) -> int:
     above = reading.uncommitted(OuterRef("pk"), OuterRef("after")).order_by().values("shipment")
     shipments = Shipment.objects.annotate(after=commit.covered_through(OuterRef("pk")))
     counted = shipments.annotate(fresh=Coalesce(Subquery(above.annotate(n=Count("pk")).values("n")), 0))
-    on_shipments: int = counted.aggregate(total=Sum("fresh"))["total"] or 0
-    return on_shipments
+    total: int = counted.aggregate(total=Sum("fresh"))["total"] or 0
+    return total
 
 
 def unresolved_alerts() -> dict[tuple[str, str], int]:

@@ -695,14 +695,11 @@ def test_a_commit_waits_for_a_newer_transaction_that_took_a_lower_reading_id(
     show the newer one (a review reproduced that): the writers are found by the readings table's lock."""
     _transactions_in_flight_seen()
     shipment = _dispatched_shipment(manufacturer, carrier, pharmacy, left=VECTOR_RECEIVED - HOUR)
-    [row] = services.inbox_receive([services.RawMessage(b"by hand", "mqtt")], enqueue=False)
     a_has_id, b_stored, a_go, b_go = (threading.Event() for _ in range(4))
 
-    def reading(index: int) -> Reading:
-        return Reading.objects.create(
-            device=logger, shipment=shipment, message=row, index=index, kind="temperature", value=5.0,
-            measured_at=VECTOR_RECEIVED, received_at=VECTOR_RECEIVED,
-        )  # fmt: skip
+    def reading() -> Reading:
+        [stored] = _stored_by_hand(shipment, logger, 1, at=VECTOR_RECEIVED)
+        return stored
 
     def transaction_id() -> None:
         with connection.cursor() as cursor:
@@ -713,13 +710,13 @@ def test_a_commit_waits_for_a_newer_transaction_that_took_a_lower_reading_id(
             transaction_id()
             a_has_id.set()
             assert a_go.wait(10)
-            return reading(1)
+            return reading()
 
     def newer() -> Reading:
         assert a_has_id.wait(10)
         with transaction.atomic():
             transaction_id()
-            stored = reading(0)  # the lower reading id
+            stored = reading()  # the lower reading id
             b_stored.set()
             assert b_go.wait(10)
             return stored
@@ -851,6 +848,9 @@ def test_a_proof_is_refused_when_its_commit_s_readings_changed(
     Reading.objects.filter(pk=second.pk).update(shipment=shipment, value=9.5)  # as many, one of them changed
     with pytest.raises(services.CommitMismatch, match="root is of 2 readings; the 2 in its range now differ"):
         services.reading_proof(Reading.objects.get(pk=first.pk))
+    response = manufacturer.client().get(f"/api/v1/shipments/{shipment.pk}/readings/{first.pk}/proof")
+    assert response.status_code == 500
+    assert "no longer make its root" in response.json()["detail"]
 
 
 def _proof_commit(reading: Reading) -> Any:
